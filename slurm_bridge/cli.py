@@ -1,0 +1,102 @@
+"""`slurm-bridge`: the command line. Thin: every command calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _lab_options(args):
+    from .lab.cluster import LabOptions
+
+    opts = LabOptions(dir=Path(args.dir))
+    for key in ("onprem_nodes", "gpus_per_node", "cluster"):
+        value = getattr(args, key, None)
+        if value is not None:
+            setattr(opts, key, value)
+    if getattr(args, "config", None):
+        opts.bridge_config = Path(args.config)
+    return opts
+
+
+def cmd_lab_up(args) -> int:
+    from .lab.cluster import Lab
+
+    Lab(_lab_options(args)).up(progress=lambda m: print(f"lab: {m}", file=sys.stderr))
+    return 0
+
+
+def cmd_lab_status(args) -> int:
+    from .lab.cluster import Lab
+
+    status = Lab(_lab_options(args)).status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(f"lab in {status['dir']}: {'up' if status['up'] else 'not (fully) up'}")
+        for name, p in status["procs"].items():
+            print(f"  {name:24} pid {p['pid']:>7}  {'running' if p['alive'] else 'GONE'}")
+        for host in status["hosts"]:
+            print(f"  host {host}")
+    return 0 if status["up"] else 1
+
+
+def cmd_lab_down(args) -> int:
+    from .lab.cluster import Lab
+
+    Lab(_lab_options(args)).down(progress=lambda m: print(f"lab: {m}", file=sys.stderr))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .lab.cluster import DEFAULT_DIR
+
+    parser = argparse.ArgumentParser(prog="slurm-bridge", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"slurm-bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    lab = sub.add_parser("lab", help="run a real Slurm cluster on this machine (demo and tests)",
+                         description="A real Slurm 22.05 cluster on this machine: munge, MariaDB, "
+                                     "slurmdbd, slurmctld and on-prem GPU nodes in network namespaces.")
+    labsub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
+    up = labsub.add_parser("up", help="start the lab (idempotent)",
+                           description="Start the lab, or whatever part of it is not running.")
+    up.add_argument("--dir", default=str(DEFAULT_DIR), help="where the lab keeps everything (default %(default)s)")
+    up.add_argument("--onprem-nodes", type=int, default=2, help="on-prem GPU nodes in partition gpu (default %(default)s)")
+    up.add_argument("--gpus-per-node", type=int, default=4, help="fake a100 GPUs per on-prem node (default %(default)s)")
+    up.add_argument("--cluster", default="lab", help="Slurm ClusterName (default %(default)s)")
+    up.add_argument("--config", metavar="BRIDGE_TOML", help="bridge config whose pools join the lab")
+    up.set_defaults(func=cmd_lab_up)
+    st = labsub.add_parser("status", help="show the lab's processes and hosts",
+                           description="Show what the lab started and whether it still runs; exit 1 if any part is down.")
+    st.add_argument("--dir", default=str(DEFAULT_DIR), help="the lab's directory (default %(default)s)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_lab_status)
+    down = labsub.add_parser("down", help="stop the lab and remove its namespaces",
+                             description="Stop every process the lab recorded and remove its namespaces and bridge.")
+    down.add_argument("--dir", default=str(DEFAULT_DIR), help="the lab's directory (default %(default)s)")
+    down.set_defaults(func=cmd_lab_down)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as exc:  # noqa: BLE001 - one clear line for the admin, not a traceback
+        from .errors import user_facing
+
+        msg = user_facing(exc)
+        if msg is None:
+            raise
+        print(f"slurm-bridge: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

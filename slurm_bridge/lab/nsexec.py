@@ -1,0 +1,96 @@
+"""Run one command as a separate "host": its own network, hostname and boot clock.
+
+    python -m slurm_bridge.lab.nsexec --netns NAME --hostname H [--fresh-boot] -- CMD...
+
+We enter the network namespace with setns() rather than `ip netns exec`,
+which remounts /sys and leaves slurmd without /sys/fs/cgroup. --fresh-boot
+puts CMD in a new time namespace whose CLOCK_BOOTTIME starts near zero:
+slurmctld accepts a powering-up cloud node only when its reported boot time
+is after the resume request, which a process on a long-running machine
+cannot otherwise claim.
+
+This process stays as the parent of CMD and passes SIGTERM/SIGINT on, so
+the lab can record one PID per host and stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import sys
+import time
+
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWNET = 0x40000000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def enter(netns: str | None, hostname: str | None, fresh_boot: bool) -> None:
+    if netns:
+        path = netns if "/" in netns else f"/run/netns/{netns}"
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {path}")
+        finally:
+            os.close(fd)
+    flags = (CLONE_NEWUTS if hostname else 0) | (CLONE_NEWTIME if fresh_boot else 0)
+    if flags:
+        _check(_libc.unshare(flags), "unshare")
+    if hostname:
+        name = hostname.encode()
+        _check(_libc.sethostname(name, len(name)), "sethostname")
+    if fresh_boot:
+        # Only children enter the new time namespace, and its offsets can only
+        # be written before the first one does.
+        uptime = int(time.clock_gettime(time.CLOCK_BOOTTIME))
+        with open("/proc/self/timens_offsets", "w") as f:
+            f.write(f"boottime {-uptime} 0\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nsexec", description=__doc__.splitlines()[0])
+    parser.add_argument("--netns", help="network namespace name or path")
+    parser.add_argument("--hostname", help="hostname in a new UTS namespace")
+    parser.add_argument("--fresh-boot", action="store_true", help="boot clock near zero")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given")
+    enter(args.netns, args.hostname, args.fresh_boot)
+    child = os.fork()
+    if child == 0:
+        try:
+            os.execvp(command[0], command)
+        finally:
+            os._exit(127)
+
+    def forward(signum, _frame):
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    return os.waitstatus_to_exitcode(status) & 0xFF
+
+
+if __name__ == "__main__":
+    sys.exit(main())

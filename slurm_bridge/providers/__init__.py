@@ -1,0 +1,1 @@
+"""Cloud adapters. Each provider implements the verbs of `base.Provider`."""
