@@ -1,0 +1,38 @@
+"""The interface the rest of slurm-bridge uses to talk to Slurm."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Iterable, Protocol, Sequence
+
+from ..models import AccountingRecord, Job, Node
+
+
+class SlurmBackend(Protocol):
+    def version(self) -> tuple[int, int, int]:
+        """(major, minor, micro) of the running Slurm."""
+
+    def jobs(self) -> list[Job]:
+        """Every job slurmctld holds (pending, running, recently finished)."""
+
+    def pending_jobs(self, partitions: Iterable[str] | None = None) -> list[Job]:
+        """Pending jobs whose partition list includes any of PARTITIONS (all when None)."""
+
+    def job(self, job_id: int) -> Job | None: ...
+
+    def nodes(self, names: Iterable[str] | None = None) -> list[Node]:
+        """Nodes (all when NAMES is None); CLOUD nodes need PrivateData=cloud to be listed."""
+
+    def update_job(self, job_id: int, *, partitions: Sequence[str] | None = None,
+                   features: str | None = None, admin_comment: str | None = None) -> None: ...
+
+    def requeue(self, job_ids: Sequence[int]) -> None: ...
+
+    def update_nodes(self, names: Sequence[str], *, state: str | None = None,
+                     reason: str | None = None, address: str | None = None,
+                     hostname: str | None = None, available_features: Sequence[str] | None = None,
+                     active_features: Sequence[str] | None = None,
+                     comment: str | None = None) -> None: ...
+
+    def accounting(self, *, since: datetime, until: datetime | None = None,
+                   job_ids: Sequence[int] | None = None) -> list[AccountingRecord]: ...

@@ -1,0 +1,147 @@
+"""SlurmBackend over the Slurm commands: `--json` where 22.05 has it, `scontrol -o` where not.
+
+Never through a shell: every argument is passed as a list element, so a
+node name or reason can not become a command.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import datetime, timezone
+from typing import Iterable, Sequence
+
+from ..errors import SlurmError
+from ..models import AccountingRecord, Job, Node
+from . import parse
+from .hostlists import compress
+
+# slurmctld starts our programs with no PATH; Debian puts the commands here.
+_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
+_PENDING = "PENDING"
+
+
+class CliSlurm:
+    def __init__(self, slurm_conf: str | os.PathLike | None = None, timeout: float = 60.0,
+                 bin_dir: str | None = None):
+        self.slurm_conf = str(slurm_conf) if slurm_conf else os.environ.get("SLURM_CONF")
+        self.timeout = timeout
+        self.bin_dir = bin_dir
+        self._version: tuple[int, int, int] | None = None
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        env = {"PATH": os.environ.get("PATH") or _PATH, "LC_ALL": "C"}
+        if self.slurm_conf:
+            env["SLURM_CONF"] = self.slurm_conf
+        return env
+
+    def run(self, argv: list[str]) -> str:
+        cmd = [os.path.join(self.bin_dir, argv[0]) if self.bin_dir else argv[0], *argv[1:]]
+        shown = " ".join(argv[:3])
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=self._env(),
+                                  timeout=self.timeout, stdin=subprocess.DEVNULL)
+        except FileNotFoundError as exc:
+            raise SlurmError(f"{argv[0]}: command not found (is slurm-client installed?)") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise SlurmError(f"{shown}: no answer within {self.timeout:.0f} s (is slurmctld up?)") from exc
+        if done.returncode != 0:
+            said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+            raise SlurmError(f"{shown}: exit {done.returncode}: {said[-1] if said else 'no output'}")
+        return done.stdout
+
+    # -- reads -------------------------------------------------------------------------
+
+    def version(self) -> tuple[int, int, int]:
+        if self._version is None:
+            out = self.run(["sinfo", "--version"]).split()
+            try:
+                parts = out[-1].split(".")
+                self._version = (int(parts[0]), int(parts[1]), int(parts[2].split("-")[0]))
+            except (IndexError, ValueError) as exc:
+                raise SlurmError(f"sinfo --version: cannot read version from {' '.join(out)!r}") from exc
+        return self._version
+
+    def jobs(self) -> list[Job]:
+        # squeue --json ignores -p/-t/-j filters in 22.05 (DESIGN B): filter here.
+        return parse.jobs_from_squeue(parse.load_json(self.run(["squeue", "--json"]), "squeue --json"))
+
+    def pending_jobs(self, partitions: Iterable[str] | None = None) -> list[Job]:
+        wanted = set(partitions) if partitions is not None else None
+        return [j for j in self.jobs()
+                if j.state == _PENDING and (wanted is None or wanted.intersection(j.partitions))]
+
+    def job(self, job_id: int) -> Job | None:
+        return next((j for j in self.jobs() if j.job_id == job_id), None)
+
+    def nodes(self, names: Iterable[str] | None = None) -> list[Node]:
+        nodes = parse.nodes_from_sinfo(parse.load_json(self.run(["sinfo", "--json"]), "sinfo --json"))
+        if names is None:
+            return nodes
+        wanted = set(names)
+        return [n for n in nodes if n.name in wanted]
+
+    def node_details(self, names: Sequence[str]) -> list[Node]:
+        """Fresh state of a few nodes: `scontrol show node` honours its argument, sinfo --json does not."""
+        if not names:
+            return []
+        return parse.nodes_from_scontrol(self.run(["scontrol", "-o", "show", "node", compress(names)]))
+
+    def accounting(self, *, since: datetime, until: datetime | None = None,
+                   job_ids: Sequence[int] | None = None) -> list[AccountingRecord]:
+        argv = ["sacct", "--json", "-a", "-S", _sacct_time(since)]
+        argv += ["-E", _sacct_time(until)] if until else ["-E", "now"]
+        if job_ids:
+            argv += ["-j", ",".join(str(j) for j in job_ids)]
+        return parse.accounting_from_sacct(parse.load_json(self.run(argv), "sacct --json"))
+
+    # -- writes ----------------------------------------------------------------------
+
+    def update_job(self, job_id: int, *, partitions: Sequence[str] | None = None,
+                   features: str | None = None, admin_comment: str | None = None) -> None:
+        argv = ["scontrol", "update", f"jobid={int(job_id)}"]
+        if partitions is not None:
+            argv.append("partition=" + ",".join(partitions))
+        if features is not None:
+            argv.append(f"features={features}")
+        if admin_comment is not None:
+            argv.append(f"admincomment={admin_comment}")
+        if len(argv) > 3:
+            self.run(argv)
+
+    def requeue(self, job_ids: Sequence[int]) -> None:
+        if job_ids:
+            self.run(["scontrol", "requeue", ",".join(str(int(j)) for j in job_ids)])
+
+    def update_nodes(self, names: Sequence[str], *, state: str | None = None,
+                     reason: str | None = None, address: str | None = None,
+                     hostname: str | None = None, available_features: Sequence[str] | None = None,
+                     active_features: Sequence[str] | None = None,
+                     comment: str | None = None) -> None:
+        if not names:
+            return
+        argv = ["scontrol", "update", f"nodename={compress(names)}"]
+        if address is not None:
+            argv.append(f"nodeaddr={address}")
+        if hostname is not None:
+            argv.append(f"nodehostname={hostname}")
+        if available_features is not None:
+            argv.append("availablefeatures=" + ",".join(available_features))
+        if active_features is not None:
+            argv.append("activefeatures=" + ",".join(active_features))
+        if comment is not None:
+            argv.append(f"comment={comment}")
+        if state is not None:
+            argv.append(f"state={state}")
+            if reason is not None:
+                argv.append(f"reason={reason}")
+        if len(argv) > 3:
+            self.run(argv)
+
+
+def _sacct_time(t: datetime) -> str:
+    if t.tzinfo is not None:
+        t = t.astimezone().replace(tzinfo=None)  # sacct reads local time
+    return t.strftime("%Y-%m-%dT%H:%M:%S")
