@@ -48,8 +48,14 @@ def cmd_lab_status(args) -> int:
 def cmd_lab_down(args) -> int:
     from .lab.cluster import Lab
 
-    Lab(_lab_options(args)).down(progress=lambda m: print(f"lab: {m}", file=sys.stderr))
+    Lab(_lab_options(args)).down(progress=lambda m: print(f"lab: {m}", file=sys.stderr), purge=args.purge)
     return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run
+
+    return run(_lab_options(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     down = labsub.add_parser("down", help="stop the lab and remove its namespaces",
                              description="Stop every process the lab recorded and remove its namespaces and bridge.")
     down.add_argument("--dir", default=str(DEFAULT_DIR), help="the lab's directory (default %(default)s)")
+    down.add_argument("--purge", action="store_true",
+                      help="also delete the lab's directory: job state, accounting database, logs")
     down.set_defaults(func=cmd_lab_down)
+
+    demo = sub.add_parser("demo", help="bring up the lab and show a GPU job end to end",
+                          description="Start the lab (if needed), run GPU jobs as a researcher would, "
+                                      "and print what happened.")
+    demo.add_argument("--dir", default=str(DEFAULT_DIR), help="the lab's directory (default %(default)s)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -348,11 +348,18 @@ class Lab:
             "slurm_conf": str(self.layout.slurm_conf),
         }
 
-    def down(self, progress=print) -> None:
+    def down(self, progress=print, purge: bool = False) -> None:
         state = LabState.load(self.state_file)
         if state is None:
             progress(f"no lab recorded in {self.dir}")
             return
+        self._stop_all(state, progress)
+        if purge:
+            # Only a directory the lab itself made: lab.json marks it.
+            shutil.rmtree(self.dir)
+            progress(f"removed {self.dir}")
+
+    def _stop_all(self, state: LabState, progress) -> None:
         # Cloud instances first (they are slurmds too), then nodes, then the services they need.
         order = sorted(state.procs, key=_stop_rank)
         for name in order:
@@ -361,6 +368,8 @@ class Lab:
             del state.procs[name]
             state.save(self.state_file)
         for host in list(state.hosts):
+            # Job steps (slurmstepd and the job's own processes) outlive slurmd.
+            netns.kill_all_in(host)
             netns.remove_host(host)
             state.hosts.remove(host)
             state.save(self.state_file)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import signal
+import time
 from pathlib import Path
 
 from .procs import LabError, run
@@ -56,6 +59,50 @@ def add_host(netns: str, bridge: str, address: ipaddress.IPv4Interface) -> None:
         run(inns + ["addr", "add", str(address), "dev", "eth0"])
     run(inns + ["link", "set", "lo", "up"])
     run(inns + ["link", "set", "eth0", "up"])
+
+
+def pids_in(netns: str) -> list[int]:
+    """Every process whose network namespace is NETNS (as `ip netns pids` would list)."""
+    try:
+        target = os.stat(NETNS_DIR / netns)
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{entry}/ns/net")
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            found.append(int(entry))
+    return found
+
+
+def kill_all_in(netns: str, timeout: float = 5.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids_in(netns):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _living(pids_in(netns)):
+            time.sleep(0.05)
+        if not _living(pids_in(netns)):
+            return
+
+
+def _living(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    return True
+        except (FileNotFoundError, IndexError):
+            continue
+    return False
 
 
 def remove_host(netns: str) -> None:

@@ -1,0 +1,38 @@
+# The two set-up commands of the README. Both work on a fresh Debian 12 machine as root.
+#   make demo   bring up the local lab and show a burst from start to finish
+#   make test   install what the tests need (Debian packages, virtualenv) and run the whole suite
+
+PYTHON ?= python3
+VENV   ?= .venv
+DEBS   := slurmctld slurmd slurm-client slurmdbd munge mariadb-server mariadb-client \
+          iproute2 util-linux python3-venv
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo deps debs venv clean
+
+test: deps
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+demo: deps
+	$(VENV)/bin/slurm-bridge demo
+
+deps: debs venv
+
+# Installs only what is missing, so a prepared machine pays nothing.
+debs:
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,39 @@
+"""Every command and option of the CLI explains itself."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from slurm_bridge.cli import build_parser, main
+
+
+def walk(parser: argparse.ArgumentParser, path=()):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                assert helps.get(name), f"`slurm-bridge {' '.join(path + (name,))}` has no help text"
+                yield from walk(sub, path + (name,))
+
+
+def test_every_command_and_option_has_help():
+    seen = 0
+    for path, parser in walk(build_parser()):
+        seen += 1
+        assert parser.description, f"`slurm-bridge {' '.join(path)}` has no description"
+        for action in parser._actions:
+            if action.option_strings and action.dest not in ("help", "version"):
+                assert action.help, f"`slurm-bridge {' '.join(path)} {action.option_strings[0]}` has no help"
+            if not action.option_strings and not isinstance(action, argparse._SubParsersAction):
+                assert action.help, f"`slurm-bridge {' '.join(path)}` argument {action.dest} has no help"
+    assert seen >= 4
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["lab", "nonsense"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
