@@ -1,0 +1,517 @@
+"""The state DB: the bridge's record of every cloud instance that might exist.
+
+Short-lived processes (resume, its launch worker, suspend, the daemon) write it
+at once, hence WAL, a long busy timeout and one short transaction per write.
+A row is written BEFORE the provider is asked for the instance, so a crash at
+any moment leaves a row for anything that may be running and costing money.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from slurm_bridge.errors import BridgeError
+
+DB_NAME = "state.db"
+BUSY_TIMEOUT_MS = 30_000
+
+REQUEST_KINDS = ("resume", "suspend", "resume_fail", "power_up")
+ACTIVE_STATES = ("launching", "running", "terminating")
+BLOCK_SCOPES = ("zone", "region", "provider")
+_ACTIVE_SQL = f"state IN {ACTIVE_STATES}"
+
+# Substrings of event keys that suggest a secret; secrets never reach the DB.
+_SECRET_WORDS = ("munge", "secret", "password", "token")
+_SECRET_ALLOWED = frozenset({"client_token"})  # an idempotency key, not a credential
+
+_BROKEN_FILE_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+class StateError(BridgeError):
+    """The state DB cannot be used; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    id: int
+    kind: str
+    hostlist: str
+    nodes: tuple[str, ...]
+    resume_file: dict[str, Any] | None
+    received_at: float
+    state: str
+    finished_at: float | None
+    error: str | None
+    worker_pid: int | None
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    id: int
+    node: str
+    pool: str
+    provider: str
+    region: str
+    zone: str | None
+    instance_type: str
+    price_per_hour: float
+    spot: bool
+    job_ids: tuple[int, ...]
+    request_id: int | None
+    client_token: str
+    instance_id: str | None
+    address: str | None
+    state: str
+    launched_at: float | None
+    running_at: float | None
+    terminated_at: float | None
+    error: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class BlockRow:
+    id: int
+    provider: str
+    region: str | None
+    zone: str | None
+    scope: str
+    kind: str
+    reason: str
+    created_at: float
+    until: float
+
+
+# --- schema -----------------------------------------------------------------
+
+def _v1(db: Database) -> None:
+    db["requests"].create(
+        {"id": int, "kind": str, "hostlist": str, "nodes_json": str,
+         "resume_file_json": str, "received_at": float, "state": str,
+         "finished_at": float, "error": str, "worker_pid": int},
+        pk="id",
+        not_null=["kind", "hostlist", "nodes_json", "received_at", "state"],
+        defaults={"state": "received", "nodes_json": "[]"},
+    )
+    db["requests"].create_index(["state"])
+    db["instances"].create(
+        {"id": int, "node": str, "pool": str, "provider": str, "region": str,
+         "zone": str, "instance_type": str, "price_per_hour": float, "spot": int,
+         "job_ids_json": str, "request_id": int, "client_token": str,
+         "instance_id": str, "address": str, "state": str, "launched_at": float,
+         "running_at": float, "terminated_at": float, "error": str,
+         "created_at": float, "updated_at": float},
+        pk="id",
+        not_null=["node", "pool", "provider", "region", "instance_type",
+                  "price_per_hour", "spot", "job_ids_json", "client_token",
+                  "state", "created_at", "updated_at"],
+        defaults={"spot": 0, "job_ids_json": "[]", "state": "launching"},
+        foreign_keys=[("request_id", "requests", "id")],
+    )
+    db["instances"].create_index(["client_token"], unique=True)
+    db["instances"].create_index(["node", "state"])
+    db["instances"].create_index(["instance_id"])
+    db["instances"].create_index(["state"])
+    db["events"].create(
+        {"id": int, "ts": float, "kind": str, "node": str, "job_id": int,
+         "request_id": int, "data_json": str},
+        pk="id",
+        not_null=["ts", "kind", "data_json"],
+        defaults={"data_json": "{}"},
+    )
+    db["events"].create_index(["kind", "ts"])
+    db["events"].create_index(["node", "ts"])
+    # The log is evidence of what the bridge did; the schema, not only the
+    # API, keeps it append-only.
+    for op in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER events_no_{op.lower()} BEFORE {op} ON events "
+            "BEGIN SELECT RAISE(ABORT, 'events is append-only'); END"
+        )
+    db["blocks"].create(
+        {"id": int, "provider": str, "region": str, "zone": str, "scope": str,
+         "kind": str, "reason": str, "created_at": float, "until": float},
+        pk="id",
+        not_null=["provider", "scope", "kind", "reason", "created_at", "until"],
+    )
+    db["blocks"].create_index(["provider", "until"])
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# --- helpers ----------------------------------------------------------------
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else float(now)
+
+
+def _create_private(path: Path) -> None:
+    """Create PATH as an empty 0600 file unless it exists (umask-proof)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _secret_keys(data: Any, prefix: str = "") -> list[str]:
+    found: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            name = str(key).lower()
+            if name not in _SECRET_ALLOWED and any(w in name for w in _SECRET_WORDS):
+                found.append(f"{prefix}{key}")
+            found += _secret_keys(value, f"{prefix}{key}.")
+    elif isinstance(data, (list, tuple)):
+        for item in data:
+            found += _secret_keys(item, prefix)
+    return found
+
+
+def _request(r: dict[str, Any]) -> RequestRow:
+    nodes, resume_file = r.pop("nodes_json"), r.pop("resume_file_json")
+    return RequestRow(**r, nodes=tuple(json.loads(nodes)),
+                      resume_file=json.loads(resume_file) if resume_file else None)
+
+
+def _instance(r: dict[str, Any]) -> InstanceRow:
+    job_ids = tuple(int(j) for j in json.loads(r.pop("job_ids_json")))
+    return InstanceRow(**{**r, "spot": bool(r["spot"]), "job_ids": job_ids})
+
+
+class StateDB:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        _create_private(self.path)
+        # isolation_level=None: the driver never opens transactions behind our
+        # back; every write goes through _write().
+        self._conn = sqlite3.connect(str(self.path), isolation_level=None)
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.db = Database(self._conn, execute_plugins=False)
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except BaseException as exc:
+            self._conn.close()
+            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in _BROKEN_FILE_CODES:
+                raise StateError(
+                    f"{self.path} is not a usable SQLite database ({exc}); restore it "
+                    "from a backup, or delete it so slurm-bridge rebuilds it from "
+                    "provider tags") from exc
+            raise
+
+    @classmethod
+    def open(cls, state_dir: Path) -> StateDB:
+        state_dir = Path(state_dir)
+        if not state_dir.exists():
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(state_dir, 0o700)  # mkdir's mode is filtered by the umask
+        return cls(state_dir / DB_NAME)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front and waits busy_timeout for
+        # it.  A deferred transaction that reads and then writes fails at once
+        # with "database is locked" if another process committed in between.
+        self._conn.execute("BEGIN IMMEDIATE")
+        with self._conn:  # COMMIT, or ROLLBACK on any exception
+            yield self._conn
+
+    def _user_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _check_version(self, version: int) -> int:
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path.name} schema version {version} is newer than this "
+                f"slurm-bridge (knows {SCHEMA_VERSION}); upgrade slurm-bridge "
+                f"({self.path})")
+        return version
+
+    def _migrate(self) -> None:
+        if self._check_version(self._user_version()) == SCHEMA_VERSION:
+            return
+        with self._write():
+            # Re-read under the write lock: another process may have migrated.
+            version = self._check_version(self._user_version())
+            for step in MIGRATIONS[version:]:
+                step(self.db)
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def backup(self, dest: Path) -> None:
+        """Consistent copy of the live DB (other writers may carry on)."""
+        dest = Path(dest)
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        _create_private(tmp)
+        target = sqlite3.connect(str(tmp))
+        try:
+            self._conn.backup(target)
+        finally:
+            target.close()
+        os.replace(tmp, dest)  # a crash mid-backup never leaves a half-written dest
+
+    def _rows(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
+        # fetchall: an unfinished cursor would pin a WAL read snapshot.
+        cur = self._conn.execute(sql, params)
+        keys = [d[0] for d in cur.description]
+        return [dict(zip(keys, row)) for row in cur.fetchall()]
+
+    def _one(self, sql: str, params: tuple | dict = ()) -> dict[str, Any] | None:
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
+
+    def _get(self, table: str, row_id: int) -> dict[str, Any]:
+        row = self._one(f"SELECT * FROM {table} WHERE id = ?", (row_id,))
+        if row is None:
+            raise KeyError(f"no row {row_id} in {table} of {self.path}")
+        return row
+
+    def _insert(self, table: str, record: dict[str, Any]) -> int:
+        return int(self.db.table(table).insert(record).last_rowid)
+
+    def _insert_once(self, match: str, params: tuple, record: dict[str, Any]) -> int:
+        """Insert an instance row unless one matches; either way return its id."""
+        with self._write():
+            existing = self._one(
+                f"SELECT id FROM instances WHERE {match} ORDER BY id DESC LIMIT 1", params)
+            return int(existing["id"]) if existing else self._insert("instances", record)
+
+    def _update(self, table: str, row_id: int, assignments: str, params: tuple) -> None:
+        with self._write():
+            cur = self._conn.execute(
+                f"UPDATE {table} SET {assignments} WHERE id = ?", (*params, row_id))
+            if cur.rowcount != 1:
+                raise KeyError(f"no row {row_id} in {table} of {self.path}")
+
+    # --- requests -----------------------------------------------------------
+
+    def add_request(self, kind: str, hostlist: str, nodes: list[str],
+                    resume_file: dict[str, Any] | None, now: float | None = None) -> int:
+        if kind not in REQUEST_KINDS:
+            raise ValueError(f"request kind {kind!r} is not one of {REQUEST_KINDS}")
+        with self._write():
+            return self._insert("requests", {
+                "kind": kind, "hostlist": hostlist, "nodes_json": json.dumps(list(nodes)),
+                "resume_file_json": None if resume_file is None else json.dumps(resume_file),
+                "received_at": _now(now), "state": "received"})
+
+    def start_request(self, request_id: int, worker_pid: int) -> None:
+        self._update("requests", request_id, "state = 'working', worker_pid = ?", (worker_pid,))
+
+    def finish_request(self, request_id: int, error: str | None = None,
+                       now: float | None = None) -> None:
+        self._update("requests", request_id, "state = ?, error = ?, finished_at = ?",
+                     ("done" if error is None else "failed", error, _now(now)))
+
+    def get_request(self, request_id: int) -> RequestRow:
+        return _request(self._get("requests", request_id))
+
+    def unfinished_requests(self) -> list[RequestRow]:
+        return [_request(r) for r in self._rows(
+            "SELECT * FROM requests WHERE state IN ('received', 'working') ORDER BY id")]
+
+    # --- instances ----------------------------------------------------------
+
+    def begin_launch(self, *, node: str, pool: str, provider: str, region: str,
+                     zone: str | None, instance_type: str, price_per_hour: float,
+                     spot: bool, job_ids: list[int] | tuple[int, ...],
+                     request_id: int | None, client_token: str,
+                     now: float | None = None) -> int:
+        """Record an instance about to be requested; call BEFORE the provider."""
+        t = _now(now)
+        return self._insert_once(
+            "client_token = ?", (client_token,), {
+                "node": node, "pool": pool, "provider": provider, "region": region,
+                "zone": zone, "instance_type": instance_type,
+                "price_per_hour": float(price_per_hour), "spot": int(bool(spot)),
+                "job_ids_json": json.dumps([int(j) for j in job_ids]),
+                "request_id": request_id, "client_token": client_token,
+                "state": "launching", "created_at": t, "updated_at": t})
+
+    def launched(self, row_id: int, instance_id: str, address: str | None = None,
+                 zone: str | None = None, now: float | None = None) -> None:
+        t = _now(now)
+        self._update("instances", row_id,
+                     "instance_id = ?, address = COALESCE(?, address), zone = COALESCE(?, zone), "
+                     "launched_at = COALESCE(launched_at, ?), updated_at = ?",
+                     (instance_id, address, zone, t, t))
+
+    def mark_running(self, node: str, address: str | None = None,
+                     now: float | None = None) -> InstanceRow | None:
+        """The node's launching/running row -> running; None if it has none."""
+        t = _now(now)
+        with self._write():
+            row = self._one(
+                "SELECT id FROM instances WHERE node = ? AND state IN "
+                "('launching', 'running') ORDER BY id DESC LIMIT 1", (node,))
+            if row is None:
+                return None
+            self._conn.execute(
+                "UPDATE instances SET state = 'running', address = COALESCE(?, address), "
+                "running_at = COALESCE(running_at, ?), updated_at = ? WHERE id = ?",
+                (address, t, t, row["id"]))
+        return self.get_instance(row["id"])
+
+    def launch_failed(self, row_id: int, error: str, now: float | None = None) -> None:
+        # Without launched_at the instance never existed: its billing interval
+        # collapses to [terminated_at, terminated_at] (see instances()).
+        t = _now(now)
+        self._update("instances", row_id, "state = 'failed', error = ?, "
+                     "terminated_at = COALESCE(terminated_at, ?), updated_at = ?", (error, t, t))
+
+    def begin_terminate(self, node: str, now: float | None = None) -> list[InstanceRow]:
+        """The node's launching/running rows -> terminating, returned for the provider call."""
+        t = _now(now)
+        with self._write():
+            ids = [r["id"] for r in self._rows(
+                "SELECT id FROM instances WHERE node = ? AND state IN "
+                "('launching', 'running') ORDER BY id", (node,))]
+            self._conn.executemany(
+                "UPDATE instances SET state = 'terminating', updated_at = ? WHERE id = ?",
+                [(t, i) for i in ids])
+        return [self.get_instance(i) for i in ids]
+
+    def terminated(self, row_id: int, now: float | None = None) -> None:
+        t = _now(now)
+        self._update("instances", row_id, "state = 'terminated', "
+                     "terminated_at = COALESCE(terminated_at, ?), updated_at = ?", (t, t))
+
+    def adopt(self, *, node: str, pool: str, provider: str, region: str,
+              instance_id: str, instance_type: str, price_per_hour: float, spot: bool,
+              address: str | None, launched_at: float | None,
+              now: float | None = None) -> int:
+        """Record an instance found by provider tags that the DB does not know."""
+        t, token = _now(now), f"adopted:{provider}:{instance_id}"
+        # running_at stays NULL: when slurmd first registered is unknown, and a
+        # guess would distort boot-time figures.
+        return self._insert_once(
+            "client_token = ? OR (provider = ? AND instance_id = ?)",
+            (token, provider, instance_id), {
+                "node": node, "pool": pool, "provider": provider, "region": region,
+                "instance_type": instance_type, "price_per_hour": float(price_per_hour),
+                "spot": int(bool(spot)), "job_ids_json": "[]", "client_token": token,
+                "instance_id": instance_id, "address": address, "state": "running",
+                "launched_at": launched_at, "created_at": t, "updated_at": t})
+
+    def get_instance(self, row_id: int) -> InstanceRow:
+        return _instance(self._get("instances", row_id))
+
+    def active_instances(self, provider: str | None = None) -> list[InstanceRow]:
+        sql = f"SELECT * FROM instances WHERE {_ACTIVE_SQL}"
+        params: tuple = ()
+        if provider is not None:
+            sql, params = sql + " AND provider = ?", (provider,)
+        return [_instance(r) for r in self._rows(sql + " ORDER BY id", params)]
+
+    def active_for_node(self, node: str) -> InstanceRow | None:
+        row = self._one(f"SELECT * FROM instances WHERE node = ? AND {_ACTIVE_SQL} "
+                        "ORDER BY id DESC LIMIT 1", (node,))
+        return None if row is None else _instance(row)
+
+    def instances(self, since: float | None = None,
+                  until: float | None = None) -> list[InstanceRow]:
+        """Rows whose lifetime overlaps [since, until] (either end open if None).
+
+        A row lives from launched_at (created_at while the provider has not
+        answered; terminated_at if it never existed) to terminated_at, or
+        is still alive if that is NULL.
+        """
+        return [_instance(r) for r in self._rows(
+            "SELECT * FROM instances WHERE "
+            "(:until IS NULL OR COALESCE(launched_at, terminated_at, created_at) <= :until) "
+            "AND (:since IS NULL OR terminated_at IS NULL OR terminated_at >= :since) "
+            "ORDER BY id", {"since": since, "until": until})]
+
+    def find_by_instance_id(self, provider: str, instance_id: str) -> InstanceRow | None:
+        row = self._one("SELECT * FROM instances WHERE provider = ? AND instance_id = ? "
+                        "ORDER BY id DESC LIMIT 1", (provider, instance_id))
+        return None if row is None else _instance(row)
+
+    # --- events -------------------------------------------------------------
+
+    def event(self, kind: str, *, node: str | None = None, job_id: int | None = None,
+              request_id: int | None = None, now: float | None = None,
+              **data: Any) -> None:
+        secret = _secret_keys(data)
+        if secret:
+            raise ValueError(f"event {kind!r}: refusing keys that look like secrets: "
+                             f"{', '.join(secret)}")
+        with self._write():
+            self._insert("events", {
+                "ts": _now(now), "kind": kind, "node": node, "job_id": job_id,
+                "request_id": request_id,
+                "data_json": json.dumps(data, sort_keys=True, default=str)})
+
+    def events(self, kind: str | None = None, node: str | None = None,
+               since: float | None = None) -> list[dict[str, Any]]:
+        rows = self._rows(
+            "SELECT * FROM events WHERE (:kind IS NULL OR kind = :kind) "
+            "AND (:node IS NULL OR node = :node) AND (:since IS NULL OR ts >= :since) "
+            "ORDER BY id", {"kind": kind, "node": node, "since": since})
+        for r in rows:
+            r["data"] = json.loads(r.pop("data_json"))
+        return rows
+
+    # --- blocks -------------------------------------------------------------
+
+    def block(self, *, provider: str, scope: str, kind: str, reason: str,
+              region: str | None = None, zone: str | None = None,
+              seconds: float, now: float | None = None) -> None:
+        if scope not in BLOCK_SCOPES:
+            raise ValueError(f"block scope {scope!r} is not one of {BLOCK_SCOPES}")
+        if scope in ("zone", "region") and not region:
+            raise ValueError(f"a {scope} block needs a region")
+        if scope == "zone" and not zone:
+            raise ValueError("a zone block needs a zone")
+        if seconds <= 0:
+            raise ValueError(f"block seconds must be positive, got {seconds}")
+        t = _now(now)
+        with self._write():
+            self._conn.execute("DELETE FROM blocks WHERE until <= ?", (t,))
+            self._insert("blocks", {
+                "provider": provider, "region": region, "zone": zone, "scope": scope,
+                "kind": kind, "reason": reason, "created_at": t, "until": t + float(seconds)})
+
+    def active_blocks(self, now: float | None = None) -> list[BlockRow]:
+        return [BlockRow(**r) for r in self._rows(
+            "SELECT * FROM blocks WHERE until > ? ORDER BY id", (_now(now),))]
+
+    def is_blocked(self, provider: str, region: str, zone: str | None = None,
+                   now: float | None = None) -> BlockRow | None:
+        """The longest-lasting block covering provider/region(/zone), if any."""
+        row = self._one(
+            "SELECT * FROM blocks WHERE until > :now AND provider = :provider AND ("
+            " scope = 'provider'"
+            " OR (scope = 'region' AND region = :region)"
+            " OR (scope = 'zone' AND region = :region AND zone = :zone))"
+            " ORDER BY until DESC, id DESC LIMIT 1",
+            {"now": _now(now), "provider": provider, "region": region, "zone": zone})
+        return None if row is None else BlockRow(**row)
