@@ -19,7 +19,7 @@ def _lab_options(args):
         if value is not None:
             setattr(opts, key, value)
     if getattr(args, "config", None):
-        opts.bridge_config = Path(args.config)
+        opts.bridge_config = Path(args.config).resolve()
     return opts
 
 

@@ -135,6 +135,8 @@ class Config:
     pools: tuple[PoolConfig, ...]
     local_regions: tuple[LocalRegion, ...]
     source: Path | None = None
+    # The local provider's "cloud" is a lab (`slurm-bridge lab up --dir`): its hosts join that lab's network.
+    local_lab_dir: Path = Path("/var/tmp/slurm-bridge-lab")
 
     def account(self, name: str) -> AccountConfig:
         return self.accounts.get(name) or self.accounts["default"]
@@ -495,16 +497,18 @@ def _local_region(ck: _Checker, path: str, value: Any) -> LocalRegion | None:
     return LocalRegion(name, country, capacity, boot, prices, spot_prices)
 
 
-def _providers(ck: _Checker, data: dict) -> list[LocalRegion]:
+def _providers(ck: _Checker, data: dict) -> tuple[list[LocalRegion], Any]:
     raw = data.get("providers", {})
     regions: list[LocalRegion] = []
+    lab_dir: Any = _MISSING
     for kind, value in (raw if ck.typed("providers", raw, "table") is not _BAD else {}).items():
         path = _key("providers", kind)
         if kind in _NOT_YET:
             ck.add(path, "this provider is not available yet in this version")
         elif kind != "local":
             ck.add(path, f"unknown provider ({_suggest(kind, list(PROVIDER_KINDS))})")
-        elif (t := ck.table(path, value, ("regions",))) is not None:
+        elif (t := ck.table(path, value, ("regions", "lab_dir"))) is not None:
+            lab_dir = t.abspath("lab_dir", None)
             listed, seen = t.get("regions", "list", []), {}
             for i, item in enumerate(listed if listed is not _BAD else []):
                 region = _local_region(ck, f"{path}.regions[{i}]", item)
@@ -514,7 +518,7 @@ def _providers(ck: _Checker, data: dict) -> list[LocalRegion]:
                 elif region is not None:
                     seen[region.name] = i
                     regions.append(region)
-    return regions
+    return regions, lab_dir
 
 
 _TOP_KEYS = ("cluster", "slurm", "policy", "zones", "accounts", "pools", "providers")
@@ -527,7 +531,7 @@ def _build(data: dict, label: str, source: Path | None) -> Config:
     zones = _zones(ck, data)
     accounts = _accounts(ck, data, zones)
     pools = _pools(ck, data, zones, slurm.watch_partitions if slurm else ())
-    regions = _providers(ck, data)
+    regions, lab_dir = _providers(ck, data)
     if slurm and regions:
         slowest = max(regions, key=lambda r: r.boot_seconds)
         if slurm.resume_timeout <= slowest.boot_seconds:
@@ -537,8 +541,9 @@ def _build(data: dict, label: str, source: Path | None) -> Config:
     if ck.problems or cluster is None or slurm is None or policy is None:
         raise ConfigProblems([f"{label}: {p}" for p in ck.problems])
     good_zones = {name: zone for name, zone in zones.items() if zone is not None}
+    extra = {"local_lab_dir": lab_dir} if isinstance(lab_dir, Path) else {}
     return Config(cluster, slurm, policy, _frozen(good_zones), _frozen(accounts), tuple(pools),
-                  tuple(regions), source)
+                  tuple(regions), source, **extra)
 
 
 def parse_config(data: dict, source: str = "<config>") -> Config:

@@ -8,6 +8,7 @@ in DIR/lab.json, and `down` stops exactly those and removes the namespaces.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -115,6 +116,11 @@ class Lab:
             gpus_per_node=opts.gpus_per_node,
         )
         self.state_file = self.dir / "lab.json"
+        if opts.bridge_config is None:
+            # A later `lab up` without --config keeps the pools the lab was started with.
+            saved = LabState.load(self.state_file)
+            if saved and saved.options.get("bridge_config"):
+                opts.bridge_config = Path(saved.options["bridge_config"])
         self.bridge = "sbr-" + opts.cluster[:11]
 
     # -- helpers -------------------------------------------------------------
@@ -128,7 +134,8 @@ class Lab:
     def _state(self) -> LabState:
         st = LabState.load(self.state_file)
         if st is None:
-            st = LabState(options=_options_json(self.opts), bridge=self.bridge)
+            st = LabState(options={}, bridge=self.bridge)
+        st.options = _options_json(self.opts)
         return st
 
     # -- preflight -------------------------------------------------------------
@@ -156,7 +163,12 @@ class Lab:
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
         self._devices()
-        self._write_configs()
+        if self._write_configs():
+            # 22.05 reads node and partition lines only at start: restart what runs.
+            for name in sorted(state.procs, key=_stop_rank):
+                if name.startswith(("instance:", "slurmd:", "slurmctld")) and procs.alive(state.procs[name]):
+                    progress(f"configuration changed: restarting {name}")
+                    procs.stop(state.procs[name])
         state.save(self.state_file)
 
         progress(f"network: bridge {self.bridge} {self.gateway}")
@@ -197,26 +209,36 @@ class Lab:
             if not path.exists():
                 os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(195, i))
 
-    def _write_configs(self) -> None:
-        lay = self.layout
-        if not lay.fragment.exists():
-            lay.fragment.write_text("# No bridge config rendered yet.\n")
+    def _write_configs(self) -> bool:
+        """Write every config file; True when slurm.conf or gres.conf changed."""
+        if not self.layout.fragment.exists():
+            self.layout.fragment.write_text("# No bridge config rendered yet.\n")
         if self.opts.bridge_config is not None:
             self._render_bridge(self.opts.bridge_config)
+        lay = self.layout
         gres_extra = lay.gres_fragment.read_text() if lay.gres_fragment.exists() else ""
+        before = _read(lay.slurm_conf) + _read(lay.fragment) + _read(lay.etc / "gres.conf")
         _write(lay.slurm_conf, templates.slurm_conf(lay), 0o644)
         _write(lay.etc / "gres.conf", templates.gres_conf(lay, gres_extra), 0o644)
+        changed = before != _read(lay.slurm_conf) + _read(lay.fragment) + _read(lay.etc / "gres.conf")
         pw_file = self.dir / "mysql" / "slurm.pass"
         if not pw_file.exists():
             _write(pw_file, secrets.token_hex(16), 0o600)
         _write(lay.etc / "slurmdbd.conf", templates.slurmdbd_conf(lay, pw_file.read_text()), 0o600)
+        return changed
 
     def _render_bridge(self, config_path: Path) -> None:
-        # Imported here: the lab works without a bridge config, and the renderer is
-        # the same code an admin runs with `slurm-bridge conf render`.
-        from ..render import render_for_lab
+        """The same rendering an admin runs with `conf render`, pointed at the lab's paths."""
+        from .. import render
+        from ..config import load_config
 
-        render_for_lab(config_path, self)
+        cfg = load_config(config_path)
+        out = render.render(cfg, config_path=config_path.resolve(), bin_dir=self.dir / "bin",
+                            gpu_device_dir=self.dir / "dev")
+        render.write(out, self.layout.etc, fragment_name=self.layout.fragment.name,
+                     gres_name=self.layout.gres_fragment.name)
+        self.layout = dataclasses.replace(self.layout, onprem_features=out.onprem_features)
+        self.opts.accounts = tuple(sorted(set(self.opts.accounts) | (set(cfg.accounts) - {"default"})))
 
     def _start_munge(self) -> Proc:
         lay = self.layout
@@ -360,6 +382,12 @@ class Lab:
             progress(f"removed {self.dir}")
 
     def _stop_all(self, state: LabState, progress) -> None:
+        from ..providers.local import LocalProvider
+
+        # Instances the local provider launched into this lab are hosts of the lab too.
+        gone = LocalProvider((), self.dir).destroy_all()
+        if gone:
+            progress(f"terminated {gone} local instance(s)")
         # Cloud instances first (they are slurmds too), then nodes, then the services they need.
         order = sorted(state.procs, key=_stop_rank)
         for name in order:
@@ -414,6 +442,13 @@ def _write(path: Path, text: str, mode: int) -> None:
         f.write(text)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
 
 
 def _port_taken(port: int) -> bool:

@@ -62,11 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--netns", help="network namespace name or path")
     parser.add_argument("--hostname", help="hostname in a new UTS namespace")
     parser.add_argument("--fresh-boot", action="store_true", help="boot clock near zero")
+    parser.add_argument("--delay", type=float, default=0.0,
+                        help="seconds to wait first, like a machine booting (the boot clock starts after)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given")
+    if args.delay > 0:
+        time.sleep(args.delay)
     enter(args.netns, args.hostname, args.fresh_boot)
     child = os.fork()
     if child == 0:

@@ -32,6 +32,7 @@ class LabLayout:
     gpu_type: str = "a100"
     cpus_per_node: int = 16
     memory_mb: int = 128000
+    onprem_features: tuple[str, ...] = ()
 
     @property
     def etc(self) -> Path:
@@ -114,7 +115,8 @@ def slurm_conf(lay: LabLayout) -> str:
         lines.append(
             f"NodeName={node.name} NodeAddr={node.address} NodeHostname={node.name} "
             f"CPUs={lay.cpus_per_node} RealMemory={lay.memory_mb} "
-            f"Gres=gpu:{lay.gpu_type}:{lay.gpus_per_node} Features=onprem State=UNKNOWN"
+            f"Gres=gpu:{lay.gpu_type}:{lay.gpus_per_node} "
+            f"Features={','.join(('onprem',) + lay.onprem_features)} State=UNKNOWN"
         )
     names = ",".join(n.name for n in lay.nodes)
     lines += [

@@ -23,6 +23,9 @@ class SlurmBackend(Protocol):
     def nodes(self, names: Iterable[str] | None = None) -> list[Node]:
         """Nodes (all when NAMES is None); CLOUD nodes need PrivateData=cloud to be listed."""
 
+    def node_details(self, names: Sequence[str]) -> list[Node]:
+        """Fresh state of a few named nodes."""
+
     def update_job(self, job_id: int, *, partitions: Sequence[str] | None = None,
                    features: str | None = None, admin_comment: str | None = None) -> None: ...
 

@@ -1,0 +1,67 @@
+"""What slurm-bridge tells Slurm about a cloud node at each step of its life."""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from . import selector
+from .config import Config
+from .errors import SlurmError
+from .slurm.backend import SlurmBackend
+
+log = logging.getLogger("slurm_bridge.nodes")
+
+REASON_PREFIX = "slurm-bridge:"
+
+
+def base_features(cfg: Config, node: str) -> list[str]:
+    pool = cfg.pool_for_node(node)
+    if pool is None:
+        return []
+    return ["cloud", pool.name] + ([pool.gpu_type] if pool.gpu_type else []) + list(pool.features)
+
+
+def pool_wide_features(cfg: Config, node: str) -> list[str]:
+    pool = cfg.pool_for_node(node)
+    if pool is None:
+        return []
+    return base_features(cfg, node) + selector.zone_features(selector.reachable_zones(cfg, pool))
+
+
+def launched(slurm: SlurmBackend, cfg: Config, node: str, *, address: str, provider: str,
+             region: str, country: str, instance_id: str) -> None:
+    """Point Slurm at the instance, and narrow the node's zones to its region's (features tell the truth)."""
+    feats = base_features(cfg, node) + selector.zone_features(selector.zones_of_country(cfg, country))
+    slurm.update_nodes([node], address=address, hostname=node, available_features=feats,
+                       active_features=feats, comment=f"{provider}/{region}/{instance_id}")
+
+
+def reset(slurm: SlurmBackend, cfg: Config, nodes: Sequence[str]) -> None:
+    """Back to the pool's shape: address = name, every reachable zone, no comment."""
+    by_feats: dict[tuple[str, ...], list[str]] = {}
+    for node in nodes:
+        by_feats.setdefault(tuple(pool_wide_features(cfg, node)), []).append(node)
+    for feats, group in by_feats.items():
+        for node in group:
+            # NodeAddr differs per node, so one call each; the features could be shared.
+            slurm.update_nodes([node], address=node, hostname=node, comment="",
+                               available_features=list(feats) if feats else None,
+                               active_features=list(feats) if feats else None)
+
+
+def fail(slurm: SlurmBackend, nodes: Sequence[str], reason: str) -> None:
+    """Fail fast and loud: down with a reason (Slurm requeues the job at once), then power down.
+
+    The node stays visible in `sinfo -R` until the power-down completes; then the
+    resume-fail/suspend path returns it to the pool.
+    """
+    text = f"{REASON_PREFIX} {reason}"[:200]
+    try:
+        slurm.update_nodes(nodes, state="DOWN", reason=text)
+    except SlurmError as exc:
+        log.error("could not set %s down: %s", ",".join(nodes), exc)
+    try:
+        slurm.update_nodes(nodes, state="POWER_DOWN_FORCE")
+    except SlurmError as exc:
+        log.error("could not power down %s: %s", ",".join(nodes), exc)

@@ -1,0 +1,113 @@
+"""The work behind the three power-save programs: launch (in a worker), suspend, resume-fail."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import Callable, Mapping
+
+from . import nodestate
+from .config import Config
+from .launch import Launcher, plan
+from .providers.base import Provider
+from .resume_file import ResumeFile
+from .slurm.backend import SlurmBackend
+from .state import InstanceRow, StateDB
+
+log = logging.getLogger("slurm_bridge.power")
+
+
+def run_resume_request(cfg: Config, db: StateDB, slurm: SlurmBackend, providers: Mapping[str, Provider],
+                       request_id: int, resume: ResumeFile, *, clock: Callable[[], float] = time.time,
+                       sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Launch every node of one resume request; True when all of them came up."""
+    req = db.get_request(request_id)
+    launcher = Launcher(cfg, db, slurm, providers, clock=clock, sleep=sleep)
+    groups, unknown = plan(cfg, list(req.nodes), resume)
+    if unknown:
+        reason = "not a node of any slurm-bridge pool (check `slurm-bridge conf check`)"
+        log.error("%s: %s", ",".join(unknown), reason)
+        nodestate.fail(slurm, unknown, reason)
+    launched: list[str] = []
+    for group in groups:
+        # Job residency (the job's own zone) joins here with the selector's next version.
+        outcome = launcher.launch_group(group, request_id)
+        if outcome.ok:
+            launched.extend(group.nodes)
+    missing = launcher.wait_registered(launched, timeout=cfg.slurm.resume_timeout) if launched else []
+    if missing:
+        # Slurm's ResumeTimeout and our resume-fail program take it from here.
+        log.warning("%s did not register within %d s", ",".join(missing), cfg.slurm.resume_timeout)
+    ok = not unknown and len(launched) == len(req.nodes)
+    db.finish_request(request_id, None if ok else "some nodes did not launch", now=clock())
+    return ok
+
+
+def terminate_nodes(cfg: Config, db: StateDB, providers: Mapping[str, Provider], nodes: list[str],
+                    *, clock: Callable[[], float] = time.time) -> list[str]:
+    """Terminate every instance recorded for NODES; returns the nodes whose instance may still exist."""
+    rows: list[InstanceRow] = []
+    for node in nodes:
+        rows.extend(db.begin_terminate(node, now=clock()))
+    # Rows a crashed suspend left 'terminating' are finished here too.
+    wanted = set(nodes)
+    rows.extend(r for r in db.active_instances() if r.state == "terminating" and r.node in wanted
+                and r.id not in {x.id for x in rows})
+    by_place: dict[tuple[str, str], list[InstanceRow]] = defaultdict(list)
+    for row in rows:
+        by_place[(row.provider, row.region)].append(row)
+    stuck: list[str] = []
+    for (pname, region), group in by_place.items():
+        provider = providers.get(pname)
+        if provider is None:
+            log.error("instances of %s in %s: provider %s is not configured; left for reconcile",
+                      ",".join(r.node for r in group), region, pname)
+            stuck.extend(r.node for r in group)
+            continue
+        ids = [r.instance_id for r in group if r.instance_id]
+        unknown_id = {r.node for r in group if not r.instance_id}
+        try:
+            if unknown_id:
+                # A launch that crashed before recording its id: find it by its tags.
+                ids += [i.instance_id for i in provider.list_instances(cfg.cluster.name)
+                        if i.node in unknown_id and i.region == region and i.state != "terminated"]
+            if ids:
+                provider.terminate(region, ids)
+        except Exception as exc:   # noqa: BLE001 - the rows stay 'terminating' for the next try
+            log.error("terminating %s in %s/%s failed: %s", ids, pname, region, exc)
+            stuck.extend(r.node for r in group)
+            continue
+        for row in group:
+            db.terminated(row.id, now=clock())
+            db.event("terminated", node=row.node, provider=pname, region=region,
+                     instance_id=row.instance_id, now=clock())
+        log.info("terminated %s in %s/%s", ",".join(r.node for r in group), pname, region)
+    return stuck
+
+
+def suspend(cfg: Config, db: StateDB, slurm: SlurmBackend, providers: Mapping[str, Provider],
+            nodes: list[str], *, clock: Callable[[], float] = time.time) -> bool:
+    ours = [n for n in nodes if cfg.pool_for_node(n) is not None]
+    if len(ours) != len(nodes):
+        log.warning("suspend: ignoring nodes of no pool: %s", sorted(set(nodes) - set(ours)))
+    stuck = terminate_nodes(cfg, db, providers, ours, clock=clock)
+    nodestate.reset(slurm, cfg, ours)
+    return not stuck
+
+
+def resume_fail(cfg: Config, db: StateDB, slurm: SlurmBackend, providers: Mapping[str, Provider],
+                nodes: list[str], *, clock: Callable[[], float] = time.time) -> bool:
+    """After ResumeTimeout: release whatever came up, and give the nodes back to the pool.
+
+    Slurm leaves such nodes `down~` until someone resumes them (DESIGN B).
+    """
+    ours = [n for n in nodes if cfg.pool_for_node(n) is not None]
+    stuck = terminate_nodes(cfg, db, providers, ours, clock=clock)
+    for node in ours:
+        db.event("resume_failed", node=node, now=clock())
+    nodestate.reset(slurm, cfg, ours)
+    back = [n for n in ours if n not in stuck]
+    if back:
+        slurm.update_nodes(back, state="RESUME")
+    return not stuck

@@ -1,0 +1,16 @@
+"""Build the configured providers. Cloud SDKs are imported only when configured, so the
+power-save programs stay quick to start."""
+
+from __future__ import annotations
+
+from ..config import Config
+from .base import Provider
+
+
+def build(cfg: Config) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    if cfg.local_regions:
+        from .local import LocalProvider
+
+        providers["local"] = LocalProvider(cfg.local_regions, cfg.local_lab_dir)
+    return providers

@@ -1,0 +1,150 @@
+"""`slurm-bridge conf render`: the slurm.conf lines that make the pools real.
+
+One fragment for slurm.conf (power saving, CLOUD nodes, burst partitions),
+the matching gres.conf lines, and three tiny wrappers for the power-save
+programs: slurmctld passes them nothing but the hostlist and SLURM_CONF, so
+the wrapper is what carries the bridge config's path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import selector
+from .config import Config, PoolConfig
+
+PROGRAMS = {"resume": "slurm-bridge-resume", "suspend": "slurm-bridge-suspend",
+            "resume-fail": "slurm-bridge-resume-fail"}
+FRAGMENT_NAME = "slurm-bridge.conf"
+GRES_NAME = "gres-bridge.conf"
+CLOUD_NODE_WEIGHT = 1000   # on-prem nodes (weight 1 by default) are always preferred
+
+
+@dataclass(frozen=True)
+class Rendered:
+    slurm_conf: str
+    gres_conf: str
+    wrappers: dict[str, str] = field(default_factory=dict)   # file name -> text
+    bin_dir: Path = Path()
+    onprem_features: tuple[str, ...] = ()
+
+
+def program_path(name: str) -> str:
+    """The installed console script beside the running interpreter (a venv or /usr)."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} is not installed (pip install slurm-bridge)")
+    return found
+
+
+def pool_features(cfg: Config, pool: PoolConfig) -> list[str]:
+    """A powered-down node offers every zone its pool can reach (DESIGN: features tell the truth)."""
+    base = ["cloud", pool.name] + ([pool.gpu_type] if pool.gpu_type else []) + list(pool.features)
+    return base + selector.zone_features(selector.reachable_zones(cfg, pool))
+
+
+def onprem_features(cfg: Config) -> list[str]:
+    # On-prem nodes sit in the site's country; without one they count as inside every zone,
+    # so a zone constraint never keeps a job off them.
+    zones = sorted(cfg.zones.values(), key=lambda z: z.name)
+    if cfg.cluster.country:
+        zones = [z for z in zones if z.contains(cfg.cluster.country)]
+    return selector.zone_features(zones)
+
+
+def _access(cfg: Config, pool: PoolConfig) -> str:
+    listed = {n: a for n, a in cfg.accounts.items() if n != "default"}
+    may = {n for n, a in listed.items() if selector.account_may_use(cfg, a.zone, pool)}
+    if selector.account_may_use(cfg, cfg.accounts["default"].zone, pool):
+        deny = sorted(set(listed) - may)
+        return f" DenyAccounts={','.join(deny)}" if deny else ""
+    if may:
+        return f" AllowAccounts={','.join(sorted(may))}"
+    # No account may use it: keep the partition defined (its nodes exist) but closed to jobs.
+    return " State=INACTIVE"
+
+
+def render(cfg: Config, *, config_path: Path, bin_dir: Path | None = None,
+           gpu_device_dir: Path = Path("/dev")) -> Rendered:
+    bin_dir = bin_dir or cfg.slurm.bin_dir
+    s = cfg.slurm
+    watched = ",".join(s.watch_partitions)
+    lines = [
+        f"# Rendered by `slurm-bridge conf render` from {config_path}; do not edit by hand.",
+        "# Include it from slurm.conf after your own settings:  Include <this file>",
+        f"ResumeProgram={bin_dir / 'resume'}",
+        f"SuspendProgram={bin_dir / 'suspend'}",
+        f"ResumeFailProgram={bin_dir / 'resume-fail'}",
+        f"SuspendTime={s.suspend_time}",
+        f"ResumeTimeout={s.resume_timeout}",
+        f"SuspendTimeout={s.suspend_timeout}",
+        f"ResumeRate={s.resume_rate}",
+        f"SuspendRate={s.suspend_rate}",
+        "# SuspendTime applies to every node: keep on-prem partitions out of power saving.",
+        f"SuspendExcParts={watched}",
+        "# Powered-down CLOUD nodes are invisible to sinfo/scontrol without this.",
+        "PrivateData=cloud",
+        f"TreeWidth={s.tree_width}",
+        "SlurmctldParameters=cloud_reg_addrs,idle_on_node_suspend",
+        "",
+        f"# On-prem nodes belong to every zone containing the site's country "
+        f"({cfg.cluster.country or 'not set: every zone'}).",
+        f"# Add to the NodeName lines of {watched}:  Features={','.join(onprem_features(cfg))}",
+        "",
+    ]
+    gres = [f"# Rendered by `slurm-bridge conf render` from {config_path}."]
+    for pool in cfg.pools:
+        feats = ",".join(pool_features(cfg, pool))
+        gres_spec = f" Gres=gpu:{pool.gpu_type + ':' if pool.gpu_type else ''}{pool.gpu_count}" if pool.gpu_count else ""
+        lines.append(f"# pool {pool.name}: zone {pool.zone.name}, {'spot' if pool.spot else 'on-demand'}")
+        lines.append(
+            f"NodeName={pool.hostlist} State=CLOUD CPUs={pool.cpus} RealMemory={pool.memory_mb}"
+            f"{gres_spec} Features={feats} Weight={CLOUD_NODE_WEIGHT}")
+        lines.append(f"PartitionName={pool.partition} Nodes={pool.hostlist} MaxTime=INFINITE"
+                     f"{_access(cfg, pool) or ''}{'' if 'State=' in _access(cfg, pool) else ' State=UP'}")
+        lines.append("")
+        if pool.gpu_count:
+            files = "nvidia0" if pool.gpu_count == 1 else f"nvidia[0-{pool.gpu_count - 1}]"
+            type_part = f" Type={pool.gpu_type}" if pool.gpu_type else ""
+            gres.append(f"NodeName={pool.hostlist} Name=gpu{type_part} File={gpu_device_dir / files}")
+    wrappers = {}
+    for short, console in PROGRAMS.items():
+        wrappers[short] = (
+            "#!/bin/sh\n"
+            "# Rendered by `slurm-bridge conf render`. slurmctld passes only the hostlist and\n"
+            "# SLURM_CONF, so this wrapper carries the bridge config's path.\n"
+            f"exec {program_path(console)} --config {config_path} \"$@\"\n"
+        )
+    return Rendered("\n".join(lines), "\n".join(gres) + "\n", wrappers, bin_dir,
+                    tuple(onprem_features(cfg)))
+
+
+def write(rendered: Rendered, output_dir: Path, fragment_name: str = FRAGMENT_NAME,
+          gres_name: str = GRES_NAME) -> list[Path]:
+    """Write the fragment, the gres lines and the wrappers; returns what was written."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = [_atomic(output_dir / fragment_name, rendered.slurm_conf, 0o644),
+               _atomic(output_dir / gres_name, rendered.gres_conf, 0o644)]
+    rendered.bin_dir.mkdir(parents=True, exist_ok=True)
+    # slurmctld silently disables power saving for programs that others can write (DESIGN B).
+    os.chmod(rendered.bin_dir, 0o755)
+    for name, text in rendered.wrappers.items():
+        written.append(_atomic(rendered.bin_dir / name, text, 0o755))
+    return written
+
+
+def _atomic(path: Path, text: str, mode: int) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return path
