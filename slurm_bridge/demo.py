@@ -1,4 +1,8 @@
-"""`slurm-bridge demo`: the lab, one real GPU job, and what Slurm recorded of it."""
+"""`slurm-bridge demo`: the lab, GPU jobs bursting into the cheapest allowed region, and back.
+
+Uses slurm_conf/lab-bridge.toml (or --config): two local regions, lab-de and
+the cheaper lab-nl, and two pools, zone `de` and zone `eu`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,15 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+from .config import load_config
 from .lab.cluster import Lab, LabOptions
+from .providers.local import LocalProvider
 from .slurm import CliSlurm
+from .state import StateDB
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "slurm_conf" / "lab-bridge.toml"
 
 
 def say(msg: str) -> None:
@@ -21,30 +31,79 @@ def submit(lab: Lab, *args: str) -> int:
     return int(done.stdout.strip().split(";")[0])
 
 
-def wait_accounted(slurm: CliSlurm, job_ids: list[int], since: datetime, timeout: float = 120):
+def wait(what: str, predicate, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        recs = {r.job_id: r for r in slurm.accounting(since=since, job_ids=job_ids)}
-        if all(j in recs and recs[j].end and recs[j].partition for j in job_ids):
-            return [recs[j] for j in job_ids]
+        if predicate():
+            return
         time.sleep(1)
-    raise TimeoutError(f"jobs {job_ids} did not finish within {timeout:.0f} s")
+    raise TimeoutError(f"{what}: not within {timeout:.0f} s")
 
 
-def run(opts: LabOptions) -> int:
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:{'>' if i in (0,) else '<'}{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*header), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows])
+
+
+def run(opts: LabOptions, config: Path | None = None) -> int:
+    config = (config or opts.bridge_config or DEFAULT_CONFIG).resolve()
+    cfg = load_config(config)
+    opts.bridge_config = config
     lab = Lab(opts)
     lab.up(progress=lambda m: say(f"lab: {m}"))
     slurm = CliSlurm(lab.layout.slurm_conf)
     since = datetime.now(timezone.utc) - timedelta(minutes=1)
-    say("submitting `sbatch -p gpu --gres=gpu:a100:1 --wrap hostname` as a researcher would")
-    job = submit(lab, "-p", "gpu", "--gres=gpu:a100:1", "--wrap", "hostname; echo GPU=$CUDA_VISIBLE_DEVICES")
-    [rec] = wait_accounted(slurm, [job], since)
+    t0 = time.time()
+
+    say("on-prem job: sbatch -p gpu --gres=gpu:a100:1")
+    jobs = {"on-prem": submit(lab, "-p", "gpu", "--gres=gpu:a100:1", "--wrap", "hostname")}
+    say("medical job (zone de): sbatch -A medical -p burst-a100-de --gres=gpu:a100:2")
+    jobs["medical, zone de"] = submit(lab, "-A", "medical", "-p", "burst-a100-de", "--gres=gpu:a100:2",
+                                      "--wrap", "hostname; sleep 3")
+    say("EU job: sbatch -p burst-a100-eu --gres=gpu:a100:1")
+    jobs["default, zone eu"] = submit(lab, "-p", "burst-a100-eu", "--gres=gpu:a100:1", "--wrap", "hostname; sleep 3")
+    say("2-node EU job: sbatch -N 2 -p burst-a100-eu --gres=gpu:a100:8")
+    jobs["2 nodes, zone eu"] = submit(lab, "-N", "2", "-p", "burst-a100-eu", "--gres=gpu:a100:8",
+                                      "--wrap", "srun hostname; sleep 3")
+
+    def all_done() -> bool:
+        recs = {r.job_id: r for r in slurm.accounting(since=since, job_ids=list(jobs.values()))}
+        return all(j in recs and recs[j].end and recs[j].partition for j in jobs.values())
+
+    say("waiting for slurmctld to resume cloud nodes and for the jobs to run ...")
+    wait("jobs finished", all_done, 180)
+    recs = {r.job_id: r for r in slurm.accounting(since=since, job_ids=list(jobs.values()))}
+    db = StateDB.open(cfg.cluster.state_dir)
+    where = {}
+    for row in db.instances(since=t0):
+        for j in row.job_ids:
+            where.setdefault(j, set()).add(f"{row.provider}/{row.region}")
     print()
-    print(f"{'job':>6} {'partition':10} {'account':8} {'node':8} {'gpus':>4} {'state':10} elapsed")
-    print(f"{rec.job_id:>6} {rec.partition:10} {rec.account:8} {rec.nodes:8} {rec.gpus:>4} "
-          f"{rec.state:10} {rec.elapsed_s}s")
+    print(_table([[str(j), label, recs[j].partition, recs[j].nodes, ",".join(sorted(where.get(j, {"on-prem"}))),
+                   recs[j].state] for label, j in jobs.items()],
+                 ["job", "what", "partition", "nodes", "ran in", "state"]))
     print()
-    say(f"output of job {job}: " + (lab.dir / f"slurm-{job}.out").read_text().strip().replace("\n", " | "))
+    say(f"jobs done; cloud nodes suspend after SuspendTime={cfg.slurm.suspend_time}s idle ...")
+    provider = LocalProvider(cfg.local_regions, cfg.local_lab_dir)
+
+    def all_gone() -> bool:
+        live = [i for i in provider.list_instances(cfg.cluster.name) if i.state == "running"]
+        return not live and not db.active_instances()
+
+    wait("instances terminated", all_gone, 180)
+    rows = [r for r in db.instances(since=t0) if r.launched_at]
+    print(_table([[str(r.id), r.node, f"{r.provider}/{r.region}", r.instance_id or "", ",".join(map(str, r.job_ids)),
+                   f"{(r.terminated_at or time.time()) - r.launched_at:.0f}s",
+                   f"{r.price_per_hour:.2f}",
+                   f"{r.price_per_hour * ((r.terminated_at or time.time()) - r.launched_at) / 3600:.4f}", r.state]
+                  for r in rows],
+                 ["#", "node", "region", "instance", "jobs", "lifetime", "USD/h", "USD", "state"]))
+    print()
+    nodes = slurm.node_details([n for p in cfg.pools for n in p.node_names])
+    states = sorted({f"{'idle~' if n.powered_down else n.state.lower()}" for n in nodes})
+    say(f"every cloud node is back in its pool ({', '.join(states)}); no instance is left running")
+    say("the medical job stayed in lab-de (zone de) though lab-nl is cheaper; EU jobs went to lab-nl")
     say(f"the lab stays up: SLURM_CONF={lab.layout.slurm_conf}; stop it with `slurm-bridge lab down`")
     return 0
 

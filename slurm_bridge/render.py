@@ -9,6 +9,7 @@ the wrapper is what carries the bridge config's path.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -120,7 +121,7 @@ def render(cfg: Config, *, config_path: Path, bin_dir: Path | None = None,
             "#!/bin/sh\n"
             "# Rendered by `slurm-bridge conf render`. slurmctld passes only the hostlist and\n"
             "# SLURM_CONF, so this wrapper carries the bridge config's path.\n"
-            f"exec {program_path(console)} --config {config_path} \"$@\"\n"
+            f"exec {shlex.quote(program_path(console))} --config {shlex.quote(str(config_path))} \"$@\"\n"
         )
     return Rendered("\n".join(lines), "\n".join(gres) + "\n", wrappers, bin_dir,
                     tuple(onprem_features(cfg)))

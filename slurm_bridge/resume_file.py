@@ -41,6 +41,8 @@ def parse(text: str) -> ResumeFile:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ResumeFileError(f"resume file is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
+    except RecursionError as exc:
+        raise ResumeFileError("resume file is not JSON Slurm writes (nested too deeply)") from exc
     if not isinstance(data, dict):
         raise ResumeFileError(f"resume file: expected a JSON object, got {type(data).__name__}")
     all_expr = data.get("all_nodes_resume", data.get("all_nodes"))

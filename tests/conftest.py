@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from slurm_bridge.lab.cluster import Lab, LabOptions
+from slurm_bridge.lab import netns, procs
+from slurm_bridge.lab.cluster import Lab, LabOptions, LabState
 from slurm_bridge.slurm import CliSlurm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,15 +23,87 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 LAB_DIR = Path(os.environ.get("SLURM_BRIDGE_TEST_LAB", "/var/tmp/slurm-bridge-test-lab"))
 
 
+def bridge_config_text(lab_dir: Path, *, lab_de: int = 4, lab_nl: int = 4) -> str:
+    """The bridge config the lab tests run with; capacities are what tests change."""
+    return f"""
+[cluster]
+name = "sbtest"
+state_dir = "{lab_dir}/bridge"
+[slurm]
+watch_partitions = ["gpu"]
+suspend_time = 10
+resume_timeout = 60
+suspend_timeout = 5
+slurm_conf = "{lab_dir}/etc/slurm.conf"
+bin_dir = "{lab_dir}/bin"
+slurm_user = "root"
+[policy]
+block_seconds = 2
+[zones]
+de = ["DE"]
+eu = "EU"
+any = "*"
+[accounts.default]
+zone = "eu"
+[accounts.medical]
+zone = "de"
+[[pools]]
+name = "a100-de"
+size = 2
+zone = "de"
+cpus = 16
+memory_mb = 64000
+gpus = "a100:4"
+instance_types = {{ local = "lab-a100x4" }}
+[[pools]]
+name = "a100-eu"
+size = 2
+zone = "eu"
+cpus = 16
+memory_mb = 64000
+gpus = "a100:4"
+instance_types = {{ local = "lab-a100x4" }}
+[providers.local]
+lab_dir = "{lab_dir}"
+[[providers.local.regions]]
+name = "lab-de"
+country = "DE"
+capacity = {lab_de}
+boot_seconds = 1
+prices = {{ "lab-a100x4" = 16.0 }}
+[[providers.local.regions]]
+name = "lab-nl"
+country = "NL"
+capacity = {lab_nl}
+boot_seconds = 1
+prices = {{ "lab-a100x4" = 12.0 }}
+"""
+
+
 @pytest.fixture(scope="session")
-def lab():
-    lab = Lab(LabOptions(dir=LAB_DIR, cluster="sbtest", onprem_nodes=2, gpus_per_node=4))
+def bridge_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bridge") / "bridge.toml"
+    path.write_text(bridge_config_text(LAB_DIR))
+    return path
+
+
+@pytest.fixture(scope="session")
+def lab(bridge_config):
+    lab = Lab(LabOptions(dir=LAB_DIR, cluster="sbtest", onprem_nodes=2, gpus_per_node=4,
+                         bridge_config=bridge_config))
     # Every session starts from an empty cluster: no jobs or accounting left from a previous run.
     lab.down(progress=lambda m: print(f"lab: {m}"), purge=True)
     lab.up(progress=lambda m: print(f"lab: {m}"))
+    started = dict(LabState.load(lab.state_file).procs)
     yield lab
     if not os.environ.get("SLURM_BRIDGE_KEEP_LAB"):
         lab.down(progress=lambda m: print(f"lab: {m}"), purge=True)
+        # `down` must leave nothing behind: no process it started, no namespace, no bridge.
+        left = [name for name, proc in started.items() if procs.alive(proc)]
+        hosts = [h for h in os.listdir("/run/netns") if h.startswith(("sb-sbtest-", "sbi-"))] \
+            if os.path.isdir("/run/netns") else []
+        assert not left and not hosts and not netns.link_exists(lab.bridge), \
+            f"lab down left behind: processes {left}, namespaces {hosts}, bridge {lab.bridge}"
 
 
 @pytest.fixture(scope="session")

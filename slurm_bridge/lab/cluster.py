@@ -233,8 +233,7 @@ class Lab:
         from ..config import load_config
 
         cfg = load_config(config_path)
-        out = render.render(cfg, config_path=config_path.resolve(), bin_dir=self.dir / "bin",
-                            gpu_device_dir=self.dir / "dev")
+        out = render.render(cfg, config_path=config_path.resolve(), gpu_device_dir=self.dir / "dev")
         render.write(out, self.layout.etc, fragment_name=self.layout.fragment.name,
                      gres_name=self.layout.gres_fragment.name)
         self.layout = dataclasses.replace(self.layout, onprem_features=out.onprem_features)

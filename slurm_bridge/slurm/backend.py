@@ -26,6 +26,12 @@ class SlurmBackend(Protocol):
     def node_details(self, names: Sequence[str]) -> list[Node]:
         """Fresh state of a few named nodes."""
 
+    def show_config(self) -> dict[str, str]:
+        """The running slurmctld's configuration (`scontrol show config`)."""
+
+    def partitions(self) -> dict[str, dict[str, str]]:
+        """Partition name -> its `scontrol show partition` fields."""
+
     def update_job(self, job_id: int, *, partitions: Sequence[str] | None = None,
                    features: str | None = None, admin_comment: str | None = None) -> None: ...
 

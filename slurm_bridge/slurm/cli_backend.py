@@ -89,6 +89,12 @@ class CliSlurm:
             return []
         return parse.nodes_from_scontrol(self.run(["scontrol", "-o", "show", "node", compress(names)]))
 
+    def show_config(self) -> dict[str, str]:
+        return parse.config_from_scontrol(self.run(["scontrol", "show", "config"]))
+
+    def partitions(self) -> dict[str, dict[str, str]]:
+        return parse.partitions_from_scontrol(self.run(["scontrol", "-o", "show", "partition"]))
+
     def accounting(self, *, since: datetime, until: datetime | None = None,
                    job_ids: Sequence[int] | None = None) -> list[AccountingRecord]:
         argv = ["sacct", "--json", "-a", "-S", _sacct_time(since)]

@@ -323,3 +323,25 @@ def accounting_from_sacct(data: dict) -> list[AccountingRecord]:
             admin_comment=_text(comment.get("administrator") if isinstance(comment, dict) else ""),
         ))
     return out
+
+
+# -- scontrol show config / show partition -------------------------------------------------
+
+def config_from_scontrol(text: str) -> dict[str, str]:
+    """`Key = Value` lines of `scontrol show config`; later sections (cgroup, mpi) are skipped."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if sep and key and " " not in key and key not in out:
+            out[key] = value.strip()
+    return out
+
+
+def partitions_from_scontrol(text: str) -> dict[str, dict[str, str]]:
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("PartitionName="):
+            rec = parse_scontrol_record(line)
+            out[rec["PartitionName"]] = rec
+    return out

@@ -1,0 +1,123 @@
+"""The elastic loop on the real lab: resume -> instance -> slurmd -> job -> suspend -> gone.
+
+Slurm calls the rendered wrappers, which run slurm-bridge-resume/-suspend with
+the session's bridge config; the local provider's instances are real slurmds
+in their own namespaces. Tests change region capacities by rewriting the
+config file, which the programs read on every call.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from conftest import LAB_DIR, bridge_config_text, sbatch, wait_until
+from slurm_bridge.config import load_config
+from slurm_bridge.providers.local import LocalProvider
+from slurm_bridge.slurm.parse import parse_scontrol_record
+from slurm_bridge.state import StateDB
+
+CLOUD_NODES = ["a100-de-0", "a100-de-1", "a100-eu-0", "a100-eu-1"]
+
+
+@pytest.fixture
+def cloud(lab, slurm, bridge_config):
+    """Each test starts and ends with every cloud node powered down and no instance alive."""
+    def quiet():
+        nodes = {n.name: n for n in slurm.node_details(CLOUD_NODES)}
+        idle = all(nodes[n].powered_down and not {"POWERING_DOWN", "POWERING_UP"} & nodes[n].flags
+                   and nodes[n].state == "IDLE" for n in CLOUD_NODES)
+        return idle and not [i for i in provider().list_instances("sbtest") if i.state == "running"]
+
+    def provider():
+        return LocalProvider(load_config(bridge_config).local_regions, LAB_DIR)
+
+    yield provider
+    subprocess.run(["scancel", "-u", "root", "-p", "burst-a100-de,burst-a100-eu"], env=lab.env(), check=False)
+    bridge_config.write_text(bridge_config_text(LAB_DIR))
+    up = [n.name for n in slurm.node_details(CLOUD_NODES) if not n.powered_down]
+    if up:
+        slurm.update_nodes(up, state="POWER_DOWN_FORCE")
+    wait_until("cloud nodes powered down and instances gone", quiet, timeout=90, interval=1)
+
+
+def db(bridge_config) -> StateDB:
+    return StateDB.open(load_config(bridge_config).cluster.state_dir)
+
+
+def job_record(lab, job_id: int) -> dict:
+    out = subprocess.run(["scontrol", "-o", "show", "job", str(job_id)], env=lab.env(),
+                         capture_output=True, text=True, check=True).stdout
+    return parse_scontrol_record(out.splitlines()[0])
+
+
+def finished(lab, job_id: int) -> bool:
+    done = subprocess.run(["scontrol", "-o", "show", "job", str(job_id)], env=lab.env(),
+                          capture_output=True, text=True)
+    return done.returncode != 0 or "JobState=COMPLETED" in done.stdout
+
+
+def test_burst_job_runs_in_its_region_and_the_instance_is_gone_after_suspend(lab, slurm, cloud, bridge_config):
+    job = sbatch(lab, "-p", "burst-a100-de", "--gres=gpu:a100:1", "--wrap", "hostname; echo $CUDA_VISIBLE_DEVICES")
+    wait_until(f"job {job} done", lambda: finished(lab, job), timeout=90)
+    out = (lab.dir / f"slurm-{job}.out").read_text().split()
+    node = out[0]
+    assert node in ("a100-de-0", "a100-de-1") and out[1] == "0"
+    with db(bridge_config) as state:
+        [row] = [r for r in state.instances() if job in r.job_ids]
+        assert (row.node, row.provider, row.region, row.price_per_hour) == (node, "local", "lab-de", 16.0)
+    # After SuspendTime idle the node powers down and the suspend program terminates the instance.
+    def suspended():
+        [n] = slurm.node_details([node])
+        return n.powered_down and n.state == "IDLE" and "POWERING_DOWN" not in n.flags
+    wait_until(f"{node} idle~", suspended, timeout=90, interval=1)
+    with db(bridge_config) as state:
+        row = state.get_instance(row.id)
+        assert row.state == "terminated"
+        assert row.launched_at < row.running_at < row.terminated_at
+    assert not [i for i in cloud().list_instances("sbtest") if i.node == node]
+    [n] = slurm.node_details([node])
+    assert n.address == node and n.comment == ""
+    assert set(n.active_features) >= {"res_de", "res_eu", "res_any"}   # widened again
+
+
+def test_two_node_job_gets_both_nodes_from_one_region(lab, slurm, cloud, bridge_config):
+    job = sbatch(lab, "-p", "burst-a100-eu", "-N", "2", "--gres=gpu:a100:1", "--wrap", "srun hostname")
+    wait_until(f"job {job} done", lambda: finished(lab, job), timeout=90)
+    assert sorted((lab.dir / f"slurm-{job}.out").read_text().split()) == ["a100-eu-0", "a100-eu-1"]
+    with db(bridge_config) as state:
+        rows = [r for r in state.instances() if job in r.job_ids and r.state != "failed"]
+    assert sorted(r.node for r in rows) == ["a100-eu-0", "a100-eu-1"]
+    assert {r.region for r in rows} == {"lab-nl"}          # the cheaper region, both nodes
+
+
+def test_region_at_capacity_zero_moves_the_launch_to_the_next_region(lab, slurm, cloud, bridge_config):
+    bridge_config.write_text(bridge_config_text(LAB_DIR, lab_nl=0))
+    job = sbatch(lab, "-p", "burst-a100-eu", "--gres=gpu:a100:1", "--wrap", "hostname")
+    wait_until(f"job {job} done", lambda: finished(lab, job), timeout=90)
+    with db(bridge_config) as state:
+        rows = sorted((r for r in state.instances() if job in r.job_ids), key=lambda r: r.id)
+    assert [(r.region, r.state) for r in rows][0] == ("lab-nl", "failed")
+    assert "capacity" in rows[0].error
+    assert rows[-1].region == "lab-de" and rows[-1].state in ("running", "terminating", "terminated")
+
+
+def test_no_capacity_anywhere_requeues_the_job_and_returns_the_node(lab, slurm, cloud, bridge_config):
+    bridge_config.write_text(bridge_config_text(LAB_DIR, lab_de=0, lab_nl=0))
+    job = sbatch(lab, "-p", "burst-a100-eu", "--gres=gpu:a100:1", "--wrap", "hostname")
+    # Slurm requeues the job as soon as its node is set down: pending again, restarted once.
+    wait_until(f"job {job} requeued",
+               lambda: job_record(lab, job).get("Restarts", "0") != "0", timeout=60)
+    rec = job_record(lab, job)
+    assert rec["JobState"] == "PENDING"
+    with db(bridge_config) as state:
+        events = [e for e in state.events("launch_failed") if e["job_id"] == job]
+        assert events and "no region could launch" in events[0]["data"]["reason"]
+        assert all(r.state == "failed" for r in state.instances() if job in r.job_ids)
+    # Back in the pool, idle~ (not down~), with nothing running, within one power-save cycle.
+    def returned():
+        nodes = slurm.node_details(["a100-eu-0", "a100-eu-1"])
+        return all(n.powered_down and n.state == "IDLE" and "POWERING_DOWN" not in n.flags for n in nodes)
+    wait_until("nodes back to idle~", returned, timeout=45, interval=1)
+    assert not [i for i in cloud().list_instances("sbtest") if i.state == "running"]
