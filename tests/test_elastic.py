@@ -67,6 +67,12 @@ def test_burst_job_runs_in_its_region_and_the_instance_is_gone_after_suspend(lab
     with db(bridge_config) as state:
         [row] = [r for r in state.instances() if job in r.job_ids]
         assert (row.node, row.provider, row.region, row.price_per_hour) == (node, "local", "lab-de", 16.0)
+    # While up, Slurm knows where the node runs: its address, the instance in its comment,
+    # and only the zones of its region's country.
+    [n] = slurm.node_details([node])
+    assert n.comment == f"local/lab-de/{row.instance_id}"
+    assert n.address.startswith("10.199.0.") and n.address != node
+    assert {f for f in n.active_features if f.startswith("res_")} == {"res_de", "res_eu", "res_any"}
     # After SuspendTime idle the node powers down and the suspend program terminates the instance.
     def suspended():
         [n] = slurm.node_details([node])
@@ -121,3 +127,18 @@ def test_no_capacity_anywhere_requeues_the_job_and_returns_the_node(lab, slurm, 
         return all(n.powered_down and n.state == "IDLE" and "POWERING_DOWN" not in n.flags for n in nodes)
     wait_until("nodes back to idle~", returned, timeout=45, interval=1)
     assert not [i for i in cloud().list_instances("sbtest") if i.state == "running"]
+
+
+def test_conf_check_passes_on_the_lab_and_names_a_mismatch(lab, bridge_config, tmp_path):
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).parent / "slurm-bridge")
+    ok = subprocess.run([cli, "conf", "check", "--config", str(bridge_config)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "matches the running Slurm (2 pool(s), 4 cloud node(s))" in ok.stdout
+    other = tmp_path / "other.toml"
+    other.write_text(bridge_config_text(LAB_DIR).replace("suspend_time = 10", "suspend_time = 30"))
+    bad = subprocess.run([cli, "conf", "check", "--config", str(other)], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "problem: SuspendTime is 10 sec, the bridge config says 30" in bad.stdout
