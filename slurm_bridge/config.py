@@ -7,9 +7,6 @@ Every problem found is reported, not just the first, each as one line
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
-import math
 import os
 import re
 import tomllib
@@ -18,22 +15,23 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .catalog import COMMON_MISTAKES, EU_MEMBERS, ISO_COUNTRIES
+from .catalog import EU_MEMBERS
+from .cloud_config import AwsConfig, GcpConfig, PriceOverride, parse_aws, parse_gcp, parse_price_overrides
 from .errors import ConfigError
 from .models import Zone
+from .tomlcheck import (_BAD, _MISSING, _WORD, _Checker, _is_int, _key, _ok, _show, _suggest,
+                        _Table)
 
 DEFAULT_CONFIG_PATH = Path("/etc/slurm-bridge/bridge.toml")
 ENV_VAR = "SLURM_BRIDGE_CONFIG"
 PROVIDER_KINDS = ("aws", "gcp", "local", "ssh")
-_NOT_YET = ("aws", "gcp", "ssh")
+_NOT_YET = ("ssh",)
 
 _LABEL_RULE = "lower-case letters, digits and '-', starting with a letter"
 _LABEL = (re.compile(r"[a-z][a-z0-9-]{0,30}"), _LABEL_RULE + ", at most 31")
 _CLUSTER = (re.compile(r"[a-z][a-z0-9-]{0,39}"), _LABEL_RULE + ", at most 40")
 _ZONE = (re.compile(r"[a-z][a-z0-9_]{0,30}"),
          "lower-case letters, digits and '_', starting with a letter, at most 31 (it becomes res_<name>)")
-# Characters Slurm reads as syntax in hostlists, constraints and partition lists are left out.
-_WORD = (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*"), "letters, digits, '_', '.', '-'")
 # sacctmgr stores account names in lower case, so any other spelling never matches a job.
 _ACCOUNT = (re.compile(r"[a-z0-9_][a-z0-9_.-]*"),
             "Slurm accounts are lower case: letters, digits, '_', '.', '-'")
@@ -137,6 +135,10 @@ class Config:
     source: Path | None = None
     # The local provider's "cloud" is a lab (`slurm-bridge lab up --dir`): its hosts join that lab's network.
     local_lab_dir: Path = Path("/var/tmp/slurm-bridge-lab")
+    aws: AwsConfig | None = None
+    gcp: GcpConfig | None = None
+    partition_zones: Mapping[str, Zone] = field(default_factory=_frozen)   # [partitions.NAME] zone
+    price_overrides: tuple[PriceOverride, ...] = ()
 
     def account(self, name: str) -> AccountConfig:
         return self.accounts.get(name) or self.accounts["default"]
@@ -167,124 +169,6 @@ class Config:
 
 
 # ---------------------------------------------------------------- reading ---
-
-_MISSING: Any = object()   # key absent
-_BAD: Any = object()       # present but invalid, already reported: skip checks that depend on it
-
-
-def _key(path: str, key: str) -> str:
-    part = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-    return f"{path}.{part}" if path else part
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        return json.dumps(value, ensure_ascii=False)
-    return {list: "an array", dict: "a table"}.get(type(value), f"a {type(value).__name__}")
-
-
-def _suggest(word: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(word, known, n=1)
-    return f"did you mean {close[0]}?" if close else "known: " + ", ".join(sorted(known))
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)   # TOML true is not 1
-
-
-_TYPES = {
-    "int": ("an integer", _is_int),
-    "number": ("a number", lambda v: _is_int(v) or (isinstance(v, float) and math.isfinite(v))),
-    "str": ("a string", lambda v: isinstance(v, str)),
-    "bool": ("true or false", lambda v: isinstance(v, bool)),
-    "list": ("an array", lambda v: isinstance(v, list)),
-    "table": ("a table", lambda v: isinstance(v, dict)),
-}
-
-
-class _Checker:
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def add(self, path: str, reason: str) -> Any:
-        self.problems.append(f"{path}: {reason}")
-        return _BAD
-
-    def typed(self, path: str, value: Any, kind: str) -> Any:
-        name, ok = _TYPES[kind]
-        return value if ok(value) else self.add(path, f"expected {name}, got {_show(value)}")
-
-    def table(self, path: str, value: Any, known: tuple[str, ...]) -> _Table | None:
-        value = {} if value is _MISSING else value
-        return None if self.typed(path, value, "table") is _BAD else _Table(self, path, value, known)
-
-    def country(self, path: str, value: Any) -> Any:
-        if self.typed(path, value, "str") is _BAD:
-            return _BAD
-        code = value.strip().upper()
-        if code in ISO_COUNTRIES:
-            return code
-        hint = f" (did you mean {COMMON_MISTAKES[code]}?)" if code in COMMON_MISTAKES else ""
-        return self.add(path, f"unknown ISO 3166 country code {_show(value)}{hint}")
-
-
-class _Table:
-    """One TOML table: typed getters that report problems under the key's full path."""
-
-    def __init__(self, ck: _Checker, path: str, data: dict, known: tuple[str, ...]):
-        self.ck, self.path, self.data = ck, path, data
-        for key in data:
-            if key not in known:
-                ck.add(_key(path, key), f"unknown key ({_suggest(key, list(known))})")
-
-    def at(self, key: str) -> str:
-        return _key(self.path, key)
-
-    def get(self, key: str, kind: str, default: Any = _MISSING, minimum: int | None = None) -> Any:
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING:
-            return default if default is not _MISSING else self.ck.add(self.at(key), "missing required key")
-        if self.ck.typed(self.at(key), value, kind) is _BAD:
-            return _BAD
-        if minimum is not None and value < minimum:
-            return self.ck.add(self.at(key), f"must be at least {minimum}, got {_show(value)}")
-        return float(value) if kind == "number" else value
-
-    def name(self, key: str, rule: tuple[re.Pattern, str], default: Any = _MISSING) -> Any:
-        value = self.get(key, "str", default)
-        if key in self.data and isinstance(value, str) and not rule[0].fullmatch(value):
-            return self.ck.add(self.at(key), f"invalid name {_show(value)}: {rule[1]}")
-        return value
-
-    def abspath(self, key: str, default: Any = _MISSING) -> Any:
-        value = self.get(key, "str", default)
-        # Daemons and power-save programs run from different working directories.
-        if isinstance(value, str) and not value.startswith("/"):
-            return self.ck.add(self.at(key), f"must be an absolute path, got {_show(value)}")
-        return Path(value) if isinstance(value, str) else value
-
-    def names(self, key: str, default: Any = _MISSING) -> Any:
-        value = self.get(key, "list", default)
-        if not isinstance(value, list):
-            return value
-        out: list[str] = []
-        for i, item in enumerate(value):
-            p = f"{self.at(key)}[{i}]"
-            if self.ck.typed(p, item, "str") is _BAD:
-                continue
-            if not _WORD[0].fullmatch(item):
-                self.ck.add(p, f"invalid name {_show(item)}: {_WORD[1]}")
-            elif item in out:
-                self.ck.add(p, f"{_show(item)} is listed twice")
-            out.append(item)
-        return tuple(out)
-
-
-def _ok(*values: Any) -> bool:
-    return all(v is not _BAD for v in values)
-
 
 # --------------------------------------------------------------- sections ---
 
@@ -497,13 +381,18 @@ def _local_region(ck: _Checker, path: str, value: Any) -> LocalRegion | None:
     return LocalRegion(name, country, capacity, boot, prices, spot_prices)
 
 
-def _providers(ck: _Checker, data: dict) -> tuple[list[LocalRegion], Any]:
+def _providers(ck: _Checker, data: dict) -> tuple[list[LocalRegion], Any, dict]:
     raw = data.get("providers", {})
     regions: list[LocalRegion] = []
     lab_dir: Any = _MISSING
+    clouds: dict = {}
     for kind, value in (raw if ck.typed("providers", raw, "table") is not _BAD else {}).items():
         path = _key("providers", kind)
-        if kind in _NOT_YET:
+        if kind == "aws":
+            clouds["aws"] = parse_aws(ck, path, value)
+        elif kind == "gcp":
+            clouds["gcp"] = parse_gcp(ck, path, value)
+        elif kind in _NOT_YET:
             ck.add(path, "this provider is not available yet in this version")
         elif kind != "local":
             ck.add(path, f"unknown provider ({_suggest(kind, list(PROVIDER_KINDS))})")
@@ -518,10 +407,23 @@ def _providers(ck: _Checker, data: dict) -> tuple[list[LocalRegion], Any]:
                 elif region is not None:
                     seen[region.name] = i
                     regions.append(region)
-    return regions, lab_dir
+    return regions, lab_dir, clouds
 
 
-_TOP_KEYS = ("cluster", "slurm", "policy", "zones", "accounts", "pools", "providers")
+def _partitions(ck: _Checker, data: dict, zones: dict[str, Zone | None]) -> dict[str, Zone]:
+    raw = data.get("partitions", {})
+    out = {}
+    for name, value in (raw if ck.typed("partitions", raw, "table") is not _BAD else {}).items():
+        if not _WORD[0].fullmatch(name):
+            ck.add(_key("partitions", name), f"invalid partition name {_show(name)}: {_WORD[1]}")
+        elif (t := ck.table(_key("partitions", name), value, ("zone",))) is not None:
+            zone = _zone_ref(ck, t, zones)
+            if _ok(zone):
+                out[name] = zone
+    return out
+
+
+_TOP_KEYS = ("cluster", "slurm", "policy", "zones", "accounts", "partitions", "pools", "providers", "prices")
 
 
 def _build(data: dict, label: str, source: Path | None) -> Config:
@@ -531,7 +433,9 @@ def _build(data: dict, label: str, source: Path | None) -> Config:
     zones = _zones(ck, data)
     accounts = _accounts(ck, data, zones)
     pools = _pools(ck, data, zones, slurm.watch_partitions if slurm else ())
-    regions, lab_dir = _providers(ck, data)
+    regions, lab_dir, clouds = _providers(ck, data)
+    partition_zones = _partitions(ck, data, zones)
+    overrides = parse_price_overrides(ck, data)
     if slurm and regions:
         slowest = max(regions, key=lambda r: r.boot_seconds)
         if slurm.resume_timeout <= slowest.boot_seconds:
@@ -542,6 +446,8 @@ def _build(data: dict, label: str, source: Path | None) -> Config:
         raise ConfigProblems([f"{label}: {p}" for p in ck.problems])
     good_zones = {name: zone for name, zone in zones.items() if zone is not None}
     extra = {"local_lab_dir": lab_dir} if isinstance(lab_dir, Path) else {}
+    extra.update(aws=clouds.get("aws"), gcp=clouds.get("gcp"), partition_zones=_frozen(partition_zones),
+                 price_overrides=overrides)
     return Config(cluster, slurm, policy, _frozen(good_zones), _frozen(accounts), tuple(pools),
                   tuple(regions), source, **extra)
 

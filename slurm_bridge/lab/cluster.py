@@ -17,7 +17,6 @@ import shutil
 import socket
 import stat
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterable, Sequence
 
 from ..errors import SlurmError
