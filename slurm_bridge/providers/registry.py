@@ -13,4 +13,12 @@ def build(cfg: Config) -> dict[str, Provider]:
         from .local import LocalProvider
 
         providers["local"] = LocalProvider(cfg.local_regions, cfg.local_lab_dir)
+    if cfg.aws is not None:
+        from .aws import AwsProvider
+
+        providers["aws"] = AwsProvider(cfg.aws)
+    if cfg.gcp is not None:
+        from .gcp import GcpProvider
+
+        providers["gcp"] = GcpProvider(cfg.gcp)
     return providers
