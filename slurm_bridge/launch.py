@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 from . import nodestate, selector
 from .config import Config, PoolConfig
 from .models import Zone
+from .prices import book_for
 from .providers.base import (Failure, FailureKind, LaunchRequest, NodeSpec, Provider, Scope)
 from .resume_file import ResumeFile
 from .slurm.backend import SlurmBackend
@@ -73,6 +74,7 @@ class Launcher:
                  sleep: Callable[[float], None] = time.sleep):
         self.cfg, self.db, self.slurm, self.providers = cfg, db, slurm, providers
         self.clock, self.sleep = clock, sleep
+        self.book = book_for(cfg.price_overrides, db.prices())
 
     def _blocked(self, provider: str, region: str) -> str | None:
         if provider not in self.providers:
@@ -83,7 +85,7 @@ class Launcher:
         return f"blocked until {time.strftime('%H:%M:%S', time.localtime(row.until))} by {row.kind}: {row.reason}"
 
     def launch_group(self, group: Group, request_id: int, job_zone: Zone | None = None) -> Outcome:
-        ranked, excluded = selector.rank(self.cfg, group.pool, job_zone, self._blocked)
+        ranked, excluded = selector.rank(self.cfg, group.pool, job_zone, self._blocked, self.book)
         for ex in excluded:
             log.info("group %s: %s/%s excluded: %s", list(group.nodes), ex.provider, ex.region, ex.reason)
         tried = []
@@ -99,7 +101,9 @@ class Launcher:
         reason = ("no region could launch: " + "; ".join(tried)) if tried else \
             "no region inside the zone offers this pool: " + "; ".join(f"{e.region} {e.reason}" for e in excluded)
         self.db.event("launch_failed", job_id=group.job_id, request_id=request_id,
-                      nodes=list(group.nodes), reason=reason, now=self.clock())
+                      nodes=list(group.nodes), reason=reason,
+                      zone=sorted(job_zone.countries) if job_zone and job_zone.countries is not None else "*",
+                      now=self.clock())
         log.error("nodes %s (job %s): %s", ",".join(group.nodes), group.job_id, reason)
         nodestate.fail(self.slurm, list(group.nodes), reason)
         return Outcome(group, False, reason=reason)
@@ -142,8 +146,8 @@ class Launcher:
             nodestate.launched(self.slurm, self.cfg, inst.node, address=inst.address, provider=offer.provider,
                                region=offer.region, country=offer.country, instance_id=inst.instance_id)
             self.db.event("launched", node=inst.node, job_id=group.job_id, request_id=request_id,
-                          provider=offer.provider, region=offer.region, instance_id=inst.instance_id,
-                          price_per_hour=offer.price_per_hour, now=self.clock())
+                          provider=offer.provider, region=offer.region, country=offer.country,
+                          instance_id=inst.instance_id, price_per_hour=offer.price_per_hour, now=self.clock())
         log.info("launched %s for job %s in %s/%s at %.2f USD/h each", ",".join(group.nodes), group.job_id,
                  offer.provider, offer.region, offer.price_per_hour)
 

@@ -111,6 +111,7 @@ class AccountingRecord:
     end: datetime | None = None
     elapsed_s: int = 0
     admin_comment: str = ""
+    constraints: str = ""
 
     @property
     def gpus(self) -> int:

@@ -8,6 +8,7 @@ from typing import Sequence
 from . import selector
 from .config import Config
 from .errors import SlurmError
+from .prices import PriceBook
 from .slurm.backend import SlurmBackend
 
 log = logging.getLogger("slurm_bridge.nodes")
@@ -22,11 +23,11 @@ def base_features(cfg: Config, node: str) -> list[str]:
     return ["cloud", pool.name] + ([pool.gpu_type] if pool.gpu_type else []) + list(pool.features)
 
 
-def pool_wide_features(cfg: Config, node: str) -> list[str]:
+def pool_wide_features(cfg: Config, node: str, book: PriceBook | None = None) -> list[str]:
     pool = cfg.pool_for_node(node)
     if pool is None:
         return []
-    return base_features(cfg, node) + selector.zone_features(selector.reachable_zones(cfg, pool))
+    return base_features(cfg, node) + selector.zone_features(selector.reachable_zones(cfg, pool, book))
 
 
 def launched(slurm: SlurmBackend, cfg: Config, node: str, *, address: str, provider: str,
@@ -37,11 +38,11 @@ def launched(slurm: SlurmBackend, cfg: Config, node: str, *, address: str, provi
                        active_features=feats, comment=f"{provider}/{region}/{instance_id}")
 
 
-def reset(slurm: SlurmBackend, cfg: Config, nodes: Sequence[str]) -> None:
+def reset(slurm: SlurmBackend, cfg: Config, nodes: Sequence[str], book: PriceBook | None = None) -> None:
     """Back to the pool's shape: address = name, every reachable zone, no comment."""
     by_feats: dict[tuple[str, ...], list[str]] = {}
     for node in nodes:
-        by_feats.setdefault(tuple(pool_wide_features(cfg, node)), []).append(node)
+        by_feats.setdefault(tuple(pool_wide_features(cfg, node, book)), []).append(node)
     for feats, group in by_feats.items():
         for node in group:
             # NodeAddr differs per node, so one call each; the features could be shared.

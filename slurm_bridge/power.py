@@ -7,9 +7,11 @@ import time
 from collections import defaultdict
 from typing import Callable, Mapping
 
-from . import nodestate
+from . import nodestate, residency
+from .errors import BridgeError
 from .config import Config
 from .launch import Launcher, plan
+from .prices import book_for
 from .providers.base import Provider
 from .resume_file import ResumeFile
 from .slurm.backend import SlurmBackend
@@ -30,9 +32,27 @@ def run_resume_request(cfg: Config, db: StateDB, slurm: SlurmBackend, providers:
         log.error("%s: %s", ",".join(unknown), reason)
         nodestate.fail(slurm, unknown, reason)
     launched: list[str] = []
+    jobs = {}
+    if any(g.job_id for g in groups):
+        # One squeue for the whole request: it lists every job anyway (DESIGN B).
+        try:
+            jobs = {j.job_id: j for j in slurm.jobs()}
+        except BridgeError as exc:
+            log.error("cannot read jobs from Slurm: %s", exc)
     for group in groups:
-        # Job residency (the job's own zone) joins here with the selector's next version.
-        outcome = launcher.launch_group(group, request_id)
+        zone = None
+        if group.job_id is not None:
+            job = jobs.get(group.job_id)
+            if job is None:
+                # Without the job we cannot know its zone, and a guess could be wider than it.
+                reason = f"job {group.job_id} not readable from Slurm: its residency zone is unknown"
+                log.error("%s: %s", ",".join(group.nodes), reason)
+                db.event("launch_failed", job_id=group.job_id, request_id=request_id, nodes=list(group.nodes),
+                         reason=reason, now=clock())
+                nodestate.fail(slurm, list(group.nodes), reason)
+                continue
+            zone = residency.job_zone(cfg, job.account, job.partitions, job.features)
+        outcome = launcher.launch_group(group, request_id, zone)
         if outcome.ok:
             launched.extend(group.nodes)
     missing = launcher.wait_registered(launched, timeout=cfg.slurm.resume_timeout) if launched else []
@@ -92,7 +112,7 @@ def suspend(cfg: Config, db: StateDB, slurm: SlurmBackend, providers: Mapping[st
     if len(ours) != len(nodes):
         log.warning("suspend: ignoring nodes of no pool: %s", sorted(set(nodes) - set(ours)))
     stuck = terminate_nodes(cfg, db, providers, ours, clock=clock)
-    nodestate.reset(slurm, cfg, ours)
+    nodestate.reset(slurm, cfg, ours, book_for(cfg.price_overrides, db.prices()))
     return not stuck
 
 
@@ -106,7 +126,7 @@ def resume_fail(cfg: Config, db: StateDB, slurm: SlurmBackend, providers: Mappin
     stuck = terminate_nodes(cfg, db, providers, ours, clock=clock)
     for node in ours:
         db.event("resume_failed", node=node, now=clock())
-    nodestate.reset(slurm, cfg, ours)
+    nodestate.reset(slurm, cfg, ours, book_for(cfg.price_overrides, db.prices()))
     back = [n for n in ours if n not in stuck]
     if back:
         slurm.update_nodes(back, state="RESUME")

@@ -15,8 +15,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import selector
+from . import selector, submit_lua
 from .config import Config, PoolConfig
+from .prices import PriceBook
 
 PROGRAMS = {"resume": "slurm-bridge-resume", "suspend": "slurm-bridge-suspend",
             "resume-fail": "slurm-bridge-resume-fail"}
@@ -32,6 +33,7 @@ class Rendered:
     wrappers: dict[str, str] = field(default_factory=dict)   # file name -> text
     bin_dir: Path = Path()
     onprem_features: tuple[str, ...] = ()
+    lua: dict[str, str] = field(default_factory=dict)        # file name (beside slurm.conf) -> text
 
 
 def program_path(name: str) -> str:
@@ -45,10 +47,10 @@ def program_path(name: str) -> str:
     return found
 
 
-def pool_features(cfg: Config, pool: PoolConfig) -> list[str]:
+def pool_features(cfg: Config, pool: PoolConfig, book: PriceBook | None = None) -> list[str]:
     """A powered-down node offers every zone its pool can reach (DESIGN: features tell the truth)."""
     base = ["cloud", pool.name] + ([pool.gpu_type] if pool.gpu_type else []) + list(pool.features)
-    return base + selector.zone_features(selector.reachable_zones(cfg, pool))
+    return base + selector.zone_features(selector.reachable_zones(cfg, pool, book))
 
 
 def onprem_features(cfg: Config) -> list[str]:
@@ -60,10 +62,10 @@ def onprem_features(cfg: Config) -> list[str]:
     return selector.zone_features(zones)
 
 
-def _access(cfg: Config, pool: PoolConfig) -> str:
+def _access(cfg: Config, pool: PoolConfig, book: PriceBook | None) -> str:
     listed = {n: a for n, a in cfg.accounts.items() if n != "default"}
-    may = {n for n, a in listed.items() if selector.account_may_use(cfg, a.zone, pool)}
-    if selector.account_may_use(cfg, cfg.accounts["default"].zone, pool):
+    may = {n for n, a in listed.items() if selector.account_may_use(cfg, a.zone, pool, book)}
+    if selector.account_may_use(cfg, cfg.accounts["default"].zone, pool, book):
         deny = sorted(set(listed) - may)
         return f" DenyAccounts={','.join(deny)}" if deny else ""
     if may:
@@ -73,7 +75,10 @@ def _access(cfg: Config, pool: PoolConfig) -> str:
 
 
 def render(cfg: Config, *, config_path: Path, bin_dir: Path | None = None,
-           gpu_device_dir: Path = Path("/dev")) -> Rendered:
+           gpu_device_dir: Path = Path("/dev"), lua_dir: Path | None = None,
+           book: PriceBook | None = None) -> Rendered:
+    """LUA_DIR: where slurm.conf (and so job_submit.lua) lives; default beside cfg.slurm.slurm_conf.
+    BOOK: known prices (a cloud region with no price for a pool's type cannot launch it)."""
     bin_dir = bin_dir or cfg.slurm.bin_dir
     s = cfg.slurm
     watched = ",".join(s.watch_partitions)
@@ -94,6 +99,10 @@ def render(cfg: Config, *, config_path: Path, bin_dir: Path | None = None,
         "PrivateData=cloud",
         f"TreeWidth={s.tree_width}",
         "SlurmctldParameters=cloud_reg_addrs,idle_on_node_suspend",
+        "# Residency: job_submit.lua (beside slurm.conf) adds each job's zone to its constraint,",
+        "# and a partition an account may not use refuses its jobs at submit.",
+        "JobSubmitPlugins=lua",
+        "EnforcePartLimits=ALL",
         "",
         f"# On-prem nodes belong to every zone containing the site's country "
         f"({cfg.cluster.country or 'not set: every zone'}).",
@@ -102,14 +111,15 @@ def render(cfg: Config, *, config_path: Path, bin_dir: Path | None = None,
     ]
     gres = [f"# Rendered by `slurm-bridge conf render` from {config_path}."]
     for pool in cfg.pools:
-        feats = ",".join(pool_features(cfg, pool))
+        feats = ",".join(pool_features(cfg, pool, book))
+        access = _access(cfg, pool, book)
         gres_spec = f" Gres=gpu:{pool.gpu_type + ':' if pool.gpu_type else ''}{pool.gpu_count}" if pool.gpu_count else ""
         lines.append(f"# pool {pool.name}: zone {pool.zone.name}, {'spot' if pool.spot else 'on-demand'}")
         lines.append(
             f"NodeName={pool.hostlist} State=CLOUD CPUs={pool.cpus} RealMemory={pool.memory_mb}"
             f"{gres_spec} Features={feats} Weight={CLOUD_NODE_WEIGHT}")
         lines.append(f"PartitionName={pool.partition} Nodes={pool.hostlist} MaxTime=INFINITE"
-                     f"{_access(cfg, pool) or ''}{'' if 'State=' in _access(cfg, pool) else ' State=UP'}")
+                     f"{access}{'' if 'State=' in access else ' State=UP'}")
         lines.append("")
         if pool.gpu_count:
             files = "nvidia0" if pool.gpu_count == 1 else f"nvidia[0-{pool.gpu_count - 1}]"
@@ -123,8 +133,11 @@ def render(cfg: Config, *, config_path: Path, bin_dir: Path | None = None,
             "# SLURM_CONF, so this wrapper carries the bridge config's path.\n"
             f"exec {shlex.quote(program_path(console))} --config {shlex.quote(str(config_path))} \"$@\"\n"
         )
+    lua_dir = lua_dir or cfg.slurm.slurm_conf.parent
+    lua = {submit_lua.LIBRARY_NAME: submit_lua.library(cfg, str(config_path)),
+           "job_submit.lua": submit_lua.job_submit(str(lua_dir / submit_lua.LIBRARY_NAME))}
     return Rendered("\n".join(lines), "\n".join(gres) + "\n", wrappers, bin_dir,
-                    tuple(onprem_features(cfg)))
+                    tuple(onprem_features(cfg)), lua)
 
 
 def write(rendered: Rendered, output_dir: Path, fragment_name: str = FRAGMENT_NAME,
@@ -133,6 +146,8 @@ def write(rendered: Rendered, output_dir: Path, fragment_name: str = FRAGMENT_NA
     output_dir.mkdir(parents=True, exist_ok=True)
     written = [_atomic(output_dir / fragment_name, rendered.slurm_conf, 0o644),
                _atomic(output_dir / gres_name, rendered.gres_conf, 0o644)]
+    for name, text in rendered.lua.items():
+        written.append(_atomic(output_dir / name, text, 0o644))
     rendered.bin_dir.mkdir(parents=True, exist_ok=True)
     # slurmctld silently disables power saving for programs that others can write (DESIGN B).
     os.chmod(rendered.bin_dir, 0o755)

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from .catalog import region_country
 from .config import Config, PoolConfig
 from .models import Zone
+from .prices import PriceBook, book_for
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Excluded:
     reason: str
 
 
-def offers(cfg: Config, pool: PoolConfig) -> tuple[list[Offer], list[Excluded]]:
+def offers(cfg: Config, pool: PoolConfig, book: PriceBook | None = None) -> tuple[list[Offer], list[Excluded]]:
     """Every configured region, as an offer for POOL's shape or with why it is none."""
     found: list[Offer] = []
     excluded: list[Excluded] = []
@@ -52,17 +54,35 @@ def offers(cfg: Config, pool: PoolConfig) -> tuple[list[Offer], list[Excluded]]:
             continue
         found.append(Offer("local", region.name, region.country, itype, float(price), spot,
                            region.boot_seconds))
+    book = book if book is not None else book_for(cfg.price_overrides)
+    for provider, settings in (("aws", cfg.aws), ("gcp", cfg.gcp)):
+        if settings is None:
+            continue
+        itype = pool.instance_types.get(provider)
+        for region in settings.regions:
+            country = region_country(provider, region) or "??"
+            if itype is None:
+                excluded.append(Excluded(provider, region, country, f"pool has no {provider} instance type"))
+                continue
+            known = book.get(provider, region, itype)
+            spot_price = known.spot if known and pool.spot else None
+            price = spot_price if spot_price is not None else (known.ondemand if known else None)
+            if price is None:
+                excluded.append(Excluded(provider, region, country,
+                                         f"no price known for {itype} (import a price table)"))
+                continue
+            found.append(Offer(provider, region, country, itype, float(price), spot_price is not None))
     return found, excluded
 
 
 def rank(cfg: Config, pool: PoolConfig, job_zone: Zone | None = None,
          blocked: Callable[[str, str], str | None] = lambda provider, region: None,
-         ) -> tuple[list[Offer], list[Excluded]]:
+         book: PriceBook | None = None) -> tuple[list[Offer], list[Excluded]]:
     """Candidate offers for POOL, cheapest first, and every excluded region with its reason.
 
     BLOCKED(provider, region) returns why that place is in backoff, or None.
     """
-    found, excluded = offers(cfg, pool)
+    found, excluded = offers(cfg, pool, book)
     ranked = []
     for offer in found:
         if not pool.zone.contains(offer.country):
@@ -82,15 +102,15 @@ def _out(offer: Offer, reason: str) -> Excluded:
     return Excluded(offer.provider, offer.region, offer.country, reason)
 
 
-def launchable_countries(cfg: Config, pool: PoolConfig) -> set[str]:
+def launchable_countries(cfg: Config, pool: PoolConfig, book: PriceBook | None = None) -> set[str]:
     """Countries where POOL's nodes could ever run (ignoring backoff)."""
-    found, _ = offers(cfg, pool)
+    found, _ = offers(cfg, pool, book)
     return {o.country for o in found if pool.zone.contains(o.country)}
 
 
-def reachable_zones(cfg: Config, pool: PoolConfig) -> list[Zone]:
+def reachable_zones(cfg: Config, pool: PoolConfig, book: PriceBook | None = None) -> list[Zone]:
     """Zones that contain at least one country the pool can launch in: its powered-down features."""
-    countries = launchable_countries(cfg, pool)
+    countries = launchable_countries(cfg, pool, book)
     return [z for z in _sorted(cfg.zones.values()) if any(z.contains(c) for c in countries)]
 
 
@@ -99,8 +119,8 @@ def zones_of_country(cfg: Config, country: str) -> list[Zone]:
     return [z for z in _sorted(cfg.zones.values()) if z.contains(country)]
 
 
-def account_may_use(cfg: Config, account_zone: Zone, pool: PoolConfig) -> bool:
-    return any(account_zone.contains(c) for c in launchable_countries(cfg, pool))
+def account_may_use(cfg: Config, account_zone: Zone, pool: PoolConfig, book: PriceBook | None = None) -> bool:
+    return any(account_zone.contains(c) for c in launchable_countries(cfg, pool, book))
 
 
 def zone_features(zones: Iterable[Zone]) -> list[str]:

@@ -148,7 +148,17 @@ def _v1(db: Database) -> None:
     db["blocks"].create_index(["provider", "until"])
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1]
+def _v2(db: Database) -> None:
+    # Hourly prices per (provider, region, instance type): imported tables and refreshed spot prices.
+    db["prices"].create(
+        {"provider": str, "region": str, "instance_type": str, "ondemand": float, "spot": float,
+         "source": str, "updated_at": float},
+        pk=("provider", "region", "instance_type"),
+        not_null=["provider", "region", "instance_type", "source", "updated_at"],
+    )
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -503,6 +513,23 @@ class StateDB:
     def active_blocks(self, now: float | None = None) -> list[BlockRow]:
         return [BlockRow(**r) for r in self._rows(
             "SELECT * FROM blocks WHERE until > ? ORDER BY id", (_now(now),))]
+
+    def set_prices(self, rows: list[dict[str, Any]], source: str, now: float | None = None) -> int:
+        """Upsert price rows (provider, region, instance_type, ondemand, spot); returns how many."""
+        stamp = _now(now)
+        with self._write():
+            for r in rows:
+                self._conn.execute(
+                    "INSERT INTO prices (provider, region, instance_type, ondemand, spot, source, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (provider, region, instance_type) DO UPDATE SET "
+                    "ondemand = COALESCE(excluded.ondemand, ondemand), spot = COALESCE(excluded.spot, spot), "
+                    "source = excluded.source, updated_at = excluded.updated_at",
+                    (r["provider"], r["region"], r["instance_type"], r.get("ondemand"), r.get("spot"),
+                     source, stamp))
+        return len(rows)
+
+    def prices(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM prices ORDER BY provider, region, instance_type")
 
     def is_blocked(self, provider: str, region: str, zone: str | None = None,
                    now: float | None = None) -> BlockRow | None:

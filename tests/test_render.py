@@ -279,6 +279,7 @@ def test_write_puts_files_where_asked_with_their_modes(tmp_path):
     expected = {out_dir / "slurm-bridge.conf": (out.slurm_conf, 0o644),
                 out_dir / "gres-bridge.conf": (out.gres_conf, 0o644)}
     expected |= {bin_dir / n: (out.wrappers[n], 0o755) for n in ("resume", "suspend", "resume-fail")}
+    expected |= {out_dir / n: (out.lua[n], 0o644) for n in ("job_submit.lua", "slurm-bridge.lua")}
     assert sorted(written) == sorted(expected)
     for path, (text, mode) in expected.items():
         assert path.read_text() == text
@@ -287,7 +288,8 @@ def test_write_puts_files_where_asked_with_their_modes(tmp_path):
     # The wrapper paths are exactly what the fragment points slurmctld at.
     assert settings(out.slurm_conf)["ResumeProgram"] == str(bin_dir / "resume")
     assert sorted(p.name for p in bin_dir.iterdir()) == ["resume", "resume-fail", "suspend"]
-    assert sorted(p.name for p in out_dir.iterdir()) == ["gres-bridge.conf", "slurm-bridge.conf"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["gres-bridge.conf", "job_submit.lua", "slurm-bridge.conf",
+                                                         "slurm-bridge.lua"]
 
 
 def test_rewrite_tightens_a_group_writable_wrapper(tmp_path):

@@ -36,11 +36,11 @@ def mode(path: Path) -> int:
 
 # --- opening, migrations, corruption, permissions ---------------------------
 
-def test_fresh_db_is_at_version_1_in_wal_with_pragmas(db: StateDB):
+def test_fresh_db_is_at_the_current_version_in_wal_with_pragmas(db: StateDB):
     raw = sqlite3.connect(db.path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION == len(state.MIGRATIONS)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert set(db.db.table_names()) == {"requests", "instances", "events", "blocks"}
+    assert set(db.db.table_names()) == {"requests", "instances", "events", "blocks", "prices"}
     indexed = {tuple(i.columns) for i in db.db.table("instances").indexes}
     assert {("node", "state"), ("instance_id",), ("state",), ("client_token",)} <= indexed
     assert db.db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
@@ -63,10 +63,13 @@ def test_reopen_runs_no_migration_and_keeps_rows(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(state, "MIGRATIONS", [must_not_run])
     with StateDB.open(tmp_path) as sdb:
         assert sdb.get_request(rid).nodes == ("gpu-1", "gpu-2")
-        assert sdb.db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert sdb.db.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION
 
 
 def test_pending_migrations_apply_in_order_and_roll_back_on_failure(tmp_path, monkeypatch):
+    # Start from a version-1 database, whatever the current schema is.
+    monkeypatch.setattr(state, "MIGRATIONS", [state._v1])
+    monkeypatch.setattr(state, "SCHEMA_VERSION", 1)
     StateDB.open(tmp_path).close()
 
     def v2_broken(db):
@@ -94,10 +97,10 @@ def test_pending_migrations_apply_in_order_and_roll_back_on_failure(tmp_path, mo
 def test_newer_schema_is_refused(tmp_path: Path):
     StateDB.open(tmp_path).close()
     raw = sqlite3.connect(tmp_path / "state.db")
-    raw.execute("PRAGMA user_version = 7")
+    raw.execute("PRAGMA user_version = 70")
     raw.close()
-    with pytest.raises(StateError, match=r"state\.db schema version 7 is newer than "
-                                         r"this slurm-bridge \(knows 1\)"):
+    with pytest.raises(StateError, match=r"state\.db schema version 70 is newer than "
+                                         rf"this slurm-bridge \(knows {state.SCHEMA_VERSION}\)"):
         StateDB.open(tmp_path)
 
 
@@ -313,4 +316,4 @@ def test_two_processes_write_concurrently(tmp_path: Path):
         assert len(rows) == 400
         assert {r.client_token for r in rows} == {f"{t}-{i}" for t in "ab" for i in range(200)}
         assert all(r.instance_id == f"i-{r.client_token}" for r in rows)
-        assert sdb.db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert sdb.db.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION

@@ -210,21 +210,26 @@ class Lab:
 
     def _write_configs(self) -> bool:
         """Write every config file; True when slurm.conf or gres.conf changed."""
+        before = "".join(_read(p) for p in self._config_files())
         if not self.layout.fragment.exists():
             self.layout.fragment.write_text("# No bridge config rendered yet.\n")
         if self.opts.bridge_config is not None:
             self._render_bridge(self.opts.bridge_config)
         lay = self.layout
         gres_extra = lay.gres_fragment.read_text() if lay.gres_fragment.exists() else ""
-        before = _read(lay.slurm_conf) + _read(lay.fragment) + _read(lay.etc / "gres.conf")
         _write(lay.slurm_conf, templates.slurm_conf(lay), 0o644)
         _write(lay.etc / "gres.conf", templates.gres_conf(lay, gres_extra), 0o644)
-        changed = before != _read(lay.slurm_conf) + _read(lay.fragment) + _read(lay.etc / "gres.conf")
+        changed = before != "".join(_read(p) for p in self._config_files())
         pw_file = self.dir / "mysql" / "slurm.pass"
         if not pw_file.exists():
             _write(pw_file, secrets.token_hex(16), 0o600)
         _write(lay.etc / "slurmdbd.conf", templates.slurmdbd_conf(lay, pw_file.read_text()), 0o600)
         return changed
+
+    def _config_files(self) -> list[Path]:
+        etc = self.layout.etc
+        return [self.layout.slurm_conf, self.layout.fragment, etc / "gres.conf", etc / "job_submit.lua",
+                etc / "slurm-bridge.lua"]
 
     def _render_bridge(self, config_path: Path) -> None:
         """The same rendering an admin runs with `conf render`, pointed at the lab's paths."""

@@ -321,6 +321,7 @@ def accounting_from_sacct(data: dict) -> list[AccountingRecord]:
             end=_time(t.get("end")),
             elapsed_s=_num(t.get("elapsed")) or 0,
             admin_comment=_text(comment.get("administrator") if isinstance(comment, dict) else ""),
+            constraints=_text(raw.get("constraints")),
         ))
     return out
 
