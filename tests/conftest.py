@@ -41,12 +41,15 @@ slurm_user = "root"
 block_seconds = 2
 [zones]
 de = ["DE"]
+ch = ["CH"]
 eu = "EU"
 any = "*"
 [accounts.default]
 zone = "eu"
 [accounts.medical]
 zone = "de"
+[accounts.swiss]
+zone = "ch"
 [[pools]]
 name = "a100-de"
 size = 2
@@ -126,3 +129,54 @@ def wait_until(what: str, predicate, timeout: float = 60, interval: float = 0.5)
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+CLOUD_NODES = ["a100-de-0", "a100-de-1", "a100-eu-0", "a100-eu-1"]
+
+
+@pytest.fixture
+def cloud(lab, slurm, bridge_config):
+    """Each test starts and ends with every cloud node powered down and no instance alive.
+
+    Yields a function returning the local provider, to look at the instances the way a cloud API would.
+    """
+    from slurm_bridge.config import load_config
+    from slurm_bridge.providers.local import LocalProvider
+
+    def provider():
+        return LocalProvider(load_config(bridge_config).local_regions, LAB_DIR)
+
+    def quiet():
+        nodes = {n.name: n for n in slurm.node_details(CLOUD_NODES)}
+        idle = all(nodes[n].powered_down and not {"POWERING_DOWN", "POWERING_UP"} & nodes[n].flags
+                   and nodes[n].state == "IDLE" for n in CLOUD_NODES)
+        return idle and not [i for i in provider().list_instances("sbtest") if i.state == "running"]
+
+    yield provider
+    subprocess.run(["scancel", "-u", "root", "-p", "burst-a100-de,burst-a100-eu"], env=lab.env(), check=False)
+    bridge_config.write_text(bridge_config_text(LAB_DIR))
+    up = [n.name for n in slurm.node_details(CLOUD_NODES) if not n.powered_down]
+    if up:
+        slurm.update_nodes(up, state="POWER_DOWN_FORCE")
+    wait_until("cloud nodes powered down and instances gone", quiet, timeout=90, interval=1)
+
+
+def state_db(bridge_config):
+    from slurm_bridge.config import load_config
+    from slurm_bridge.state import StateDB
+
+    return StateDB.open(load_config(bridge_config).cluster.state_dir)
+
+
+def finished(lab, job_id: int) -> bool:
+    done = subprocess.run(["scontrol", "-o", "show", "job", str(job_id)], env=lab.env(),
+                          capture_output=True, text=True)
+    return done.returncode != 0 or "JobState=COMPLETED" in done.stdout
+
+
+def job_record(lab, job_id: int) -> dict:
+    from slurm_bridge.slurm.parse import parse_scontrol_record
+
+    out = subprocess.run(["scontrol", "-o", "show", "job", str(job_id)], env=lab.env(),
+                         capture_output=True, text=True, check=True).stdout
+    return parse_scontrol_record(out.splitlines()[0])
