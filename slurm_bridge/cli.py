@@ -120,7 +120,7 @@ def _state(cfg):
 def cmd_regions(args) -> int:
     import time
 
-    from . import residency, selector, tables
+    from . import selector, tables
     from .prices import book_for
 
     cfg = _load(args)
@@ -131,7 +131,7 @@ def cmd_regions(args) -> int:
               file=sys.stderr)
         return 2
     db = _state(cfg)
-    zone = residency.intersect([cfg.account(args.account).zone]) if args.account else None
+    zone = cfg.account(args.account).zone if args.account else None
 
     def blocked(provider, region):
         row = db.is_blocked(provider, region)

@@ -48,7 +48,7 @@ def check(cfg: Config, slurm: SlurmBackend) -> list[str]:
         return [f"cannot read the running Slurm: {exc}"]
     bin_dir = cfg.slurm.bin_dir
     for key, name in (("ResumeProgram", "resume"), ("SuspendProgram", "suspend"),
-                      ("ResumeFailProgram", "resume-fail")):
+                      ("ResumeFailProgram", "resume-fail"), ("PrologSlurmctld", "prolog")):
         want = str(bin_dir / name)
         have = live.get(key, "(null)")
         if have != want:
@@ -60,6 +60,10 @@ def check(cfg: Config, slurm: SlurmBackend) -> list[str]:
         have = _number(live.get(key))
         if have != want:
             problems.append(f"{key} is {live.get(key, 'unset')}, the bridge config says {want}")
+    if "lua" not in live.get("JobSubmitPlugins", ""):
+        problems.append("JobSubmitPlugins lacks lua: jobs would not carry their residency zone")
+    if live.get("EnforcePartLimits", "") != "ALL":
+        problems.append("EnforcePartLimits is not ALL: an account outside a pool's zones is not refused at submit")
     if "cloud" not in live.get("PrivateData", "").split(","):
         problems.append("PrivateData lacks `cloud`: powered-down cloud nodes are invisible to the bridge")
     excluded = set(live.get("SuspendExcParts", "").split(","))

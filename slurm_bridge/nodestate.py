@@ -30,12 +30,22 @@ def pool_wide_features(cfg: Config, node: str, book: PriceBook | None = None) ->
     return base_features(cfg, node) + selector.zone_features(selector.reachable_zones(cfg, pool, book))
 
 
+def running_features(cfg: Config, node: str, country: str | None) -> list[str]:
+    zones = selector.zones_of_country(cfg, country) if country else []
+    return base_features(cfg, node) + selector.zone_features(zones)
+
+
 def launched(slurm: SlurmBackend, cfg: Config, node: str, *, address: str, provider: str,
              region: str, country: str, instance_id: str) -> None:
     """Point Slurm at the instance, and narrow the node's zones to its region's (features tell the truth)."""
-    feats = base_features(cfg, node) + selector.zone_features(selector.zones_of_country(cfg, country))
+    feats = running_features(cfg, node, country)
     slurm.update_nodes([node], address=address, hostname=node, available_features=feats,
                        active_features=feats, comment=f"{provider}/{region}/{instance_id}")
+
+
+def set_zone_features(slurm: SlurmBackend, cfg: Config, node: str, country: str | None) -> None:
+    feats = running_features(cfg, node, country)
+    slurm.update_nodes([node], available_features=feats, active_features=feats)
 
 
 def reset(slurm: SlurmBackend, cfg: Config, nodes: Sequence[str], book: PriceBook | None = None) -> None:

@@ -131,3 +131,42 @@ def resume_fail(cfg: Config, db: StateDB, slurm: SlurmBackend, providers: Mappin
     if back:
         slurm.update_nodes(back, state="RESUME")
     return not stuck
+
+
+def gate(cfg: Config, db: StateDB, slurm: SlurmBackend, job_id: int, *, timeout: float,
+         clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> str | None:
+    """PrologSlurmctld: a last check at job start that every cloud node is where the job may run.
+
+    Waits (bounded) for the job's cloud nodes to finish powering up: this also spares the job
+    Slurm's periodic 30 s pass before a resumed node's first job starts (DESIGN B). Returns a
+    breach description, or None when the job may start.
+    """
+    from .catalog import region_country
+
+    job = slurm.job(job_id)
+    if job is None:
+        return None
+    from .slurm.hostlists import expand
+
+    nodes = [n for n in (expand(job.nodes) if job.nodes else []) if cfg.pool_for_node(n) is not None]
+    if not nodes:
+        return None
+    deadline = clock() + timeout
+    while clock() < deadline:
+        if not any(n.powering_up for n in slurm.node_details(nodes)):
+            break
+        sleep(1.0)
+    zone = residency.job_zone(cfg, job.account, job.partitions, job.features)
+    for node in nodes:
+        row = db.active_for_node(node)
+        if row is None:
+            continue   # still launching: the launch itself only ever chooses inside the job's zone
+        country = (next((r.country for r in cfg.local_regions if r.name == row.region), None)
+                   if row.provider == "local" else region_country(row.provider, row.region))
+        if country is None or not zone.contains(country):
+            # Put the truth back on the node so Slurm does not offer it to this job again.
+            nodestate.set_zone_features(slurm, cfg, node, country)
+            db.event("residency_gate", node=node, job_id=job_id, region=row.region, country=country,
+                     now=clock())
+            return f"node {node} runs in {row.provider}/{row.region} ({country}), outside job {job_id}'s zone"
+    return None

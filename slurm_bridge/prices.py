@@ -14,6 +14,7 @@ A bad row is counted and reported with its line number, never fatal.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,10 +95,13 @@ _FORMATS = {
 
 def read_table(path: Path, provider: str | None = None) -> ReadResult:
     try:
-        handle = open(path, newline="", encoding="utf-8")
+        text = Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
         raise PriceTableError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    with handle:
+    except UnicodeDecodeError as exc:
+        raise PriceTableError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); "
+                              f"is it compressed?") from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = set(reader.fieldnames or [])
         fmt = next((name for name, cols in _FORMATS.items() if cols <= header), None)
@@ -108,11 +112,14 @@ def read_table(path: Path, provider: str | None = None) -> ReadResult:
             raise PriceTableError(f"{path}: a SkyPilot vms.csv does not say its cloud: give --provider aws|gcp")
         merged: dict[tuple[str, str, str], Price] = {}
         bad: list[str] = []
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
             try:
+                if None in row.values() or None in row:
+                    raise ValueError(f"expected {len(reader.fieldnames)} columns")
                 price = _row(fmt, row, provider)
             except (ValueError, KeyError) as exc:
-                bad.append(f"line {line}: {exc}")
+                # line_num counts the lines read, blank ones included: the file's own numbering.
+                bad.append(f"line {reader.line_num}: {exc}")
                 continue
             if price is None:
                 continue

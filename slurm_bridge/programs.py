@@ -252,6 +252,41 @@ def resume_fail_main(argv: list[str] | None = None) -> int:
                                 "to the pool.", resume_fail)
 
 
+# -- PrologSlurmctld --------------------------------------------------------------------------
+
+def prolog_main(argv: list[str] | None = None) -> int:
+    """Exit non-zero (Slurm then requeues the job) when a cloud node is outside the job's zone."""
+    program = "slurm-bridge-prolog"
+    _stdio()
+    p = argparse.ArgumentParser(prog=program, description="PrologSlurmctld: the residency gate at job start.")
+    p.add_argument("--config", help="bridge config")
+    args = p.parse_args(argv)
+    from .config import load_config
+
+    try:
+        cfg = load_config(args.config)
+    except BridgeError as exc:
+        _setup_logging(program, None)
+        return _fail(program, str(exc))
+    _setup_logging(program, cfg.cluster.state_dir)
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    if not job_id.isdigit():
+        return _fail(program, f"SLURM_JOB_ID is {job_id!r}: not run by slurmctld?")
+    from .power import gate
+
+    cfg, db, slurm = _context(args.config)
+    try:
+        breach = gate(cfg, db, slurm, int(job_id), timeout=cfg.slurm.resume_timeout)
+    except BridgeError as exc:
+        # Unable to check is not a breach: the launch path already kept the zone; say so loudly.
+        log.error("job %s: residency gate could not check: %s", job_id, exc)
+        return 0
+    if breach:
+        log.error("job %s: %s; failing the prolog so Slurm requeues it", job_id, breach)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["resume-worker"]:
         sys.exit(resume_worker_main(sys.argv[2:]))

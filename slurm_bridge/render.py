@@ -20,7 +20,7 @@ from .config import Config, PoolConfig
 from .prices import PriceBook
 
 PROGRAMS = {"resume": "slurm-bridge-resume", "suspend": "slurm-bridge-suspend",
-            "resume-fail": "slurm-bridge-resume-fail"}
+            "resume-fail": "slurm-bridge-resume-fail", "prolog": "slurm-bridge-prolog"}
 FRAGMENT_NAME = "slurm-bridge.conf"
 GRES_NAME = "gres-bridge.conf"
 CLOUD_NODE_WEIGHT = 1000   # on-prem nodes (weight 1 by default) are always preferred
@@ -103,6 +103,9 @@ def render(cfg: Config, *, config_path: Path, bin_dir: Path | None = None,
         "# and a partition an account may not use refuses its jobs at submit.",
         "JobSubmitPlugins=lua",
         "EnforcePartLimits=ALL",
+        "# The last residency gate at job start; it also waits for resumed nodes to be up,",
+        "# which spares their first job Slurm's periodic 30 s pass.",
+        f"PrologSlurmctld={bin_dir / 'prolog'}",
         "",
         f"# On-prem nodes belong to every zone containing the site's country "
         f"({cfg.cluster.country or 'not set: every zone'}).",

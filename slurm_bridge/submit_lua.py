@@ -25,7 +25,10 @@ def _table(mapping: dict[str, str]) -> str:
 
 
 def library(cfg: Config, config_path: str) -> str:
-    accounts = {n: a.zone.feature for n, a in cfg.accounts.items() if n != "default" and a.zone.countries is not None}
+    # Every listed account, with "" for a zone that is everywhere: an account missing here would
+    # fall back to the default zone, which may be narrower than its own.
+    accounts = {n: (a.zone.feature if a.zone.countries is not None else "")
+                for n, a in cfg.accounts.items() if n != "default"}
     default = cfg.accounts["default"].zone
     partitions = {p: z.feature for p, z in cfg.partition_zones.items() if z.countries is not None}
     return f'''-- Rendered by `slurm-bridge conf render` from {config_path}; do not edit by hand.
@@ -58,7 +61,8 @@ function M.zone_features(account, partitions)
 end
 
 -- Slurm reads constraints left to right without '&' precedence and takes one level of
--- parentheses: wrap a plain expression, only append to one that has parentheses.
+-- parentheses: wrap a plain expression, only append to one that has parentheses. Never skip a
+-- zone because the string mentions it already: "res_se|res_fr" names res_fr and would escape.
 function M.with_zones(features, zones)
   if #zones == 0 then return features end
   local tail = table.concat(zones, "&")

@@ -251,7 +251,7 @@ def exec_words(wrapper: str) -> list[str]:
 
 def test_wrappers_carry_the_config_path(tmp_path):
     out = rendered(tmp_path)
-    assert set(out.wrappers) == {"resume", "suspend", "resume-fail"}
+    assert set(out.wrappers) == {"resume", "suspend", "resume-fail", "prolog"}
     for name, text in out.wrappers.items():
         assert text.startswith("#!/bin/sh\n")
         words = exec_words(text)
@@ -278,7 +278,7 @@ def test_write_puts_files_where_asked_with_their_modes(tmp_path):
         os.umask(old_umask)
     expected = {out_dir / "slurm-bridge.conf": (out.slurm_conf, 0o644),
                 out_dir / "gres-bridge.conf": (out.gres_conf, 0o644)}
-    expected |= {bin_dir / n: (out.wrappers[n], 0o755) for n in ("resume", "suspend", "resume-fail")}
+    expected |= {bin_dir / n: (out.wrappers[n], 0o755) for n in ("resume", "suspend", "resume-fail", "prolog")}
     expected |= {out_dir / n: (out.lua[n], 0o644) for n in ("job_submit.lua", "slurm-bridge.lua")}
     assert sorted(written) == sorted(expected)
     for path, (text, mode) in expected.items():
@@ -287,7 +287,7 @@ def test_write_puts_files_where_asked_with_their_modes(tmp_path):
     assert stat.S_IMODE(bin_dir.stat().st_mode) == 0o755
     # The wrapper paths are exactly what the fragment points slurmctld at.
     assert settings(out.slurm_conf)["ResumeProgram"] == str(bin_dir / "resume")
-    assert sorted(p.name for p in bin_dir.iterdir()) == ["resume", "resume-fail", "suspend"]
+    assert sorted(p.name for p in bin_dir.iterdir()) == ["prolog", "resume", "resume-fail", "suspend"]
     assert sorted(p.name for p in out_dir.iterdir()) == ["gres-bridge.conf", "job_submit.lua", "slurm-bridge.conf",
                                                          "slurm-bridge.lua"]
 

@@ -80,3 +80,25 @@ def test_regions_command_explains_the_ranking(lab, bridge_config):
     out = json.loads(done.stdout)
     assert [(c["region"], c["price_per_hour"]) for c in out["candidates"]] == [("lab-de", 16.0)]
     assert [(e["region"], e["reason"]) for e in out["excluded"]] == [("lab-nl", "NL is outside job zone de")]
+
+
+def test_gate_requeues_a_job_placed_where_lost_features_lied(lab, slurm, cloud, bridge_config):
+    """`scontrol reconfigure` resets hand-set features to slurm.conf's (DESIGN B): an NL node then
+    claims res_de. The PrologSlurmctld gate must catch the job Slurm places there."""
+    eu_job = sbatch(lab, "-p", "burst-a100-eu", "--gres=gpu:a100:1", "--wrap", "sleep 60")
+    wait_until(f"job {eu_job} running", lambda: job_record(lab, eu_job)["JobState"] == "RUNNING", timeout=90)
+    node = job_record(lab, eu_job)["NodeList"]
+    assert region_of(bridge_config, eu_job) == "lab-nl"
+    subprocess.run(["scontrol", "reconfigure"], env=lab.env(), check=True)
+    wait_until("features widened by reconfigure",
+               lambda: "res_de" in slurm.node_details([node])[0].active_features, timeout=30)
+
+    de_job = sbatch(lab, "-A", "medical", "-p", "burst-a100-eu", "-w", node, "--gres=gpu:a100:1", "--wrap", "hostname")
+    wait_until(f"job {de_job} requeued by the gate",
+               lambda: job_record(lab, de_job).get("Restarts", "0") != "0", timeout=60)
+    assert job_record(lab, de_job)["JobState"] == "PENDING"
+    assert not (lab.dir / f"slurm-{de_job}.out").exists()          # it never ran there
+    assert "res_de" not in slurm.node_details([node])[0].active_features   # the truth is back
+    with db(bridge_config) as state:
+        [event] = [e for e in state.events("residency_gate") if e["job_id"] == de_job]
+        assert event["node"] == node and event["data"]["country"] == "NL"
