@@ -46,10 +46,10 @@ def loopback_only(monkeypatch):
     real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
 
     def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            if not ipaddress.ip_address(address[0].split("%")[0]).is_loopback:
-                refused.append(address)
-                raise ConnectionRefusedError(f"test guard: {address} is not loopback")
+        inet = self.family in (socket.AF_INET, socket.AF_INET6)
+        if inet and not ipaddress.ip_address(address[0].split("%")[0]).is_loopback:
+            refused.append(address)
+            raise ConnectionRefusedError(f"test guard: {address} is not loopback")
         return real_connect(self, address)
 
     def getaddrinfo(host, *args, **kwargs):
@@ -77,8 +77,8 @@ def server():
 
 
 def make_provider(server: ComputeServer, **overrides) -> GcpProvider:
-    settings = dict(project=PROJECT, regions=(REGION, OTHER_REGION), instance_template="gpu-node",
-                    endpoint=server.endpoint, anonymous=True, operation_timeout_s=20)
+    settings = {"project": PROJECT, "regions": (REGION, OTHER_REGION), "instance_template": "gpu-node",
+                "endpoint": server.endpoint, "anonymous": True, "operation_timeout_s": 20}
     settings.update(overrides)
     return GcpProvider(GcpConfig(**settings))
 
@@ -284,8 +284,9 @@ def test_a_full_template_path_is_accepted(server):
     assert provider.launch(request(1)).complete
 
 
-def test_a_region_not_configured_is_refused(server, provider):
-    failure = only_failure(provider.launch(request(1, region="us-central1")))
+@pytest.mark.parametrize("region, zone", [("us-central1", None), (REGION, "europe-west4-a")])
+def test_a_place_outside_the_configured_regions_is_refused(server, provider, region, zone):
+    failure = only_failure(provider.launch(request(1, region=region, zone=zone)))
     assert (failure.kind, failure.effective_scope) == (FailureKind.CONFIG, Scope.REGION)
     assert server.requests == []
 

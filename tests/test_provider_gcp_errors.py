@@ -24,9 +24,9 @@ Z = "europe-west3-a"
     (None, {SUMMARY}, "Requested minimum count of 2 VMs could not be created.", K.CAPACITY, S.ZONE),
     # ... but the summary never hides a cause that says more.
     (403, {SUMMARY, "QUOTA_EXCEEDED"}, "", K.QUOTA, S.REGION),
-    (400, {"invalid"}, "Invalid value for field 'resource.machineType': 'zones/europe-west3-c/machineTypes/"
-     "a2-highgpu-1g'. Machine type with name 'a2-highgpu-1g' does not exist in zone 'europe-west3-c'.",
-     K.CAPACITY, S.ZONE),
+    (400, {"invalid"}, ("Invalid value for field 'resource.machineType': 'zones/europe-west3-c/machineTypes/"
+                        "a2-highgpu-1g'. Machine type with name 'a2-highgpu-1g' does not exist in zone "
+                        "'europe-west3-c'."), K.CAPACITY, S.ZONE),
     (403, {"QUOTA_EXCEEDED"}, "", K.QUOTA, S.REGION),
     (403, {"quotaExceeded"}, "", K.QUOTA, S.REGION),
     (403, {"rateLimitExceeded"}, "", K.THROTTLED, S.NONE),
@@ -39,6 +39,7 @@ Z = "europe-west3-a"
     (404, {"notFound"}, "The resource 'projects/p/global/instanceTemplates/x' was not found", K.CONFIG, S.PROVIDER),
     (400, {"invalid"}, "Invalid value for field 'resource.disks[0]'", K.CONFIG, S.PROVIDER),
     (409, {"RESOURCE_ALREADY_EXISTS"}, "", K.UNKNOWN, S.REGION),
+    (409, {"resourceInUseByAnotherResource"}, "", K.TRANSIENT, S.REGION),
     (500, set(), "", K.TRANSIENT, S.REGION),
     (503, {"backendError"}, "", K.TRANSIENT, S.REGION),
     (None, {"RESOURCE_NOT_READY"}, "", K.TRANSIENT, S.REGION),
