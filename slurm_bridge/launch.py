@@ -84,7 +84,8 @@ class Launcher:
             return None
         return f"blocked until {time.strftime('%H:%M:%S', time.localtime(row.until))} by {row.kind}: {row.reason}"
 
-    def launch_group(self, group: Group, request_id: int, job_zone: Zone | None = None) -> Outcome:
+    def launch_group(self, group: Group, request_id: int, job_zone: Zone | None = None,
+                     account: str | None = None) -> Outcome:
         ranked, excluded = selector.rank(self.cfg, group.pool, job_zone, self._blocked, self.book)
         for ex in excluded:
             log.info("group %s: %s/%s excluded: %s", list(group.nodes), ex.provider, ex.region, ex.reason)
@@ -94,7 +95,7 @@ class Launcher:
             if (why := self._blocked(offer.provider, offer.region)) is not None:
                 tried.append(f"{offer.region}: {why}")
                 continue
-            failure = self._try(group, offer, request_id)
+            failure = self._try(group, offer, request_id, account)
             if failure is None:
                 return Outcome(group, True, offer.provider, offer.region)
             tried.append(f"{offer.region}: {failure.kind.value}")
@@ -108,7 +109,7 @@ class Launcher:
         nodestate.fail(self.slurm, list(group.nodes), reason)
         return Outcome(group, False, reason=reason)
 
-    def _try(self, group: Group, offer: selector.Offer, request_id: int) -> Failure | None:
+    def _try(self, group: Group, offer: selector.Offer, request_id: int, account: str | None) -> Failure | None:
         provider = self.providers[offer.provider]
         job_ids = (group.job_id,) if group.job_id else ()
         for attempt in range(SAME_PLACE_RETRIES + 1):
@@ -118,7 +119,8 @@ class Launcher:
             rows = {s.node: self.db.begin_launch(
                 node=s.node, pool=group.pool.name, provider=offer.provider, region=offer.region, zone=None,
                 instance_type=offer.instance_type, price_per_hour=offer.price_per_hour, spot=offer.spot,
-                job_ids=list(job_ids), request_id=request_id, client_token=s.client_token, now=self.clock())
+                job_ids=list(job_ids), request_id=request_id, client_token=s.client_token, account=account,
+                now=self.clock())
                 for s in specs}
             request = LaunchRequest(self.cfg.cluster.name, offer.region, specs)
             try:

@@ -40,7 +40,7 @@ def run_resume_request(cfg: Config, db: StateDB, slurm: SlurmBackend, providers:
         except BridgeError as exc:
             log.error("cannot read jobs from Slurm: %s", exc)
     for group in groups:
-        zone = None
+        zone, account = None, None
         if group.job_id is not None:
             job = jobs.get(group.job_id)
             if job is None:
@@ -52,7 +52,8 @@ def run_resume_request(cfg: Config, db: StateDB, slurm: SlurmBackend, providers:
                 nodestate.fail(slurm, list(group.nodes), reason)
                 continue
             zone = residency.job_zone(cfg, job.account, job.partitions, job.features)
-        outcome = launcher.launch_group(group, request_id, zone)
+            account = job.account
+        outcome = launcher.launch_group(group, request_id, zone, account)
         if outcome.ok:
             launched.extend(group.nodes)
     missing = launcher.wait_registered(launched, timeout=cfg.slurm.resume_timeout) if launched else []

@@ -78,6 +78,7 @@ class InstanceRow:
     error: str | None
     created_at: float
     updated_at: float
+    account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,12 @@ def _v2(db: Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2]
+def _v3(db: Database) -> None:
+    # The account whose job caused the launch: budgets are checked against it before sacct knows.
+    db["instances"].add_column("account", str)
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -353,7 +359,7 @@ class StateDB:
     def begin_launch(self, *, node: str, pool: str, provider: str, region: str,
                      zone: str | None, instance_type: str, price_per_hour: float,
                      spot: bool, job_ids: list[int] | tuple[int, ...],
-                     request_id: int | None, client_token: str,
+                     request_id: int | None, client_token: str, account: str | None = None,
                      now: float | None = None) -> int:
         """Record an instance about to be requested; call BEFORE the provider."""
         t = _now(now)
@@ -363,7 +369,7 @@ class StateDB:
                 "zone": zone, "instance_type": instance_type,
                 "price_per_hour": float(price_per_hour), "spot": int(bool(spot)),
                 "job_ids_json": json.dumps([int(j) for j in job_ids]),
-                "request_id": request_id, "client_token": client_token,
+                "request_id": request_id, "client_token": client_token, "account": account,
                 "state": "launching", "created_at": t, "updated_at": t})
 
     def launched(self, row_id: int, instance_id: str, address: str | None = None,
@@ -527,6 +533,18 @@ class StateDB:
                     (r["provider"], r["region"], r["instance_type"], r.get("ondemand"), r.get("spot"),
                      source, stamp))
         return len(rows)
+
+    def spend_by_account(self, since: float, until: float | None = None) -> dict[str, float]:
+        """USD of every instance interval inside [since, until), by the account that caused it."""
+        end = _now(until)
+        out: dict[str, float] = {}
+        for r in self._rows("SELECT account, price_per_hour, launched_at, terminated_at FROM instances "
+                            "WHERE launched_at IS NOT NULL AND launched_at < ? "
+                            "AND (terminated_at IS NULL OR terminated_at > ?)", (end, since)):
+            start, stop = max(r["launched_at"], since), min(r["terminated_at"] or end, end)
+            key = r["account"] or ""
+            out[key] = out.get(key, 0.0) + max(0.0, stop - start) * r["price_per_hour"] / 3600.0
+        return out
 
     def prices(self) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM prices ORDER BY provider, region, instance_type")
