@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -196,6 +197,102 @@ def cmd_prices_import(args) -> int:
     return 0 if n else 1
 
 
+def cmd_daemon(args) -> int:
+    import logging
+
+    from .daemon import Daemon
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM")
+                        else "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    daemon = Daemon(args.config, metrics_addr=args.metrics_addr, metrics_port=args.metrics_port)
+    if args.once:
+        daemon.lock()
+        daemon.watch_once()
+        daemon.reconcile_once()
+        return 0
+    return daemon.run()
+
+
+def cmd_status(args) -> int:
+    import time
+
+    from . import policy, tables
+    from .daemon import read_status
+    from .errors import BridgeError
+    from .metrics import node_state_label
+    from .slurm import default_backend
+
+    cfg = _load(args)
+    db = _state(cfg)
+    now = time.time()
+    out: dict = {"cluster": cfg.cluster.name, "at": now}
+    try:
+        nodes = {n.name: n for n in default_backend(cfg.slurm.slurm_conf).nodes()}
+        slurm_error = None
+    except BridgeError as exc:
+        nodes, slurm_error = {}, str(exc)
+    out["pools"] = []
+    for pool in cfg.pools:
+        counts: dict[str, int] = {}
+        for name in pool.node_names:
+            label = node_state_label(nodes[name]) if name in nodes else "unknown"
+            counts[label] = counts.get(label, 0) + 1
+        out["pools"].append({"pool": pool.name, "partition": pool.partition, "zone": pool.zone.name,
+                             "size": pool.size, "nodes": counts})
+    out["instances"] = [{"node": r.node, "provider": r.provider, "region": r.region, "instance_id": r.instance_id,
+                         "state": r.state, "price_per_hour": r.price_per_hour, "jobs": list(r.job_ids),
+                         "account": r.account, "since": r.launched_at or r.created_at}
+                        for r in db.active_instances()]
+    out["blocked"] = [{"provider": b.provider, "region": b.region, "zone": b.zone, "scope": b.scope,
+                       "kind": b.kind, "reason": b.reason, "until": b.until} for b in db.active_blocks()]
+    spend = db.spend_by_account(policy.month_start(now), now)
+    out["budgets"] = [{"account": name, "budget_usd_month": a.budget_usd_month, "spent_usd_month": round(spend.get(name, 0.0), 2),
+                       "over": a.budget_usd_month is not None and spend.get(name, 0.0) >= a.budget_usd_month}
+                      for name, a in sorted(cfg.accounts.items()) if a.budget_usd_month is not None or name in spend]
+    out["daemon"] = read_status(cfg.cluster.state_dir)
+    out["slurm_error"] = slurm_error
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print(tables.render(["pool", "partition", "zone", "size", "nodes"],
+                        [[p["pool"], p["partition"], p["zone"], p["size"],
+                          ", ".join(f"{k} {v}" for k, v in sorted(p["nodes"].items()))] for p in out["pools"]]))
+    print(f"\n{len(out['instances'])} instance(s) up or launching")
+    if out["instances"]:
+        print(tables.render(["node", "where", "instance", "state", "USD/h", "jobs"],
+                            [[i["node"], f"{i['provider']}/{i['region']}", i["instance_id"] or "-", i["state"],
+                              f"{i['price_per_hour']:.2f}", ",".join(map(str, i["jobs"]))] for i in out["instances"]]))
+    if out["blocked"]:
+        print("\nBlocked:")
+        print(tables.render(["provider", "region", "scope", "why", "until"],
+                            [[b["provider"], b["region"] or "*", b["scope"], f"{b['kind']}: {b['reason']}",
+                              time.strftime("%H:%M:%S", time.localtime(b["until"]))] for b in out["blocked"]]))
+    if out["budgets"]:
+        print("\nSpend this month:")
+        print(tables.render(["account", "spent USD", "budget USD", ""],
+                            [[b["account"], f"{b['spent_usd_month']:.2f}",
+                              "-" if b["budget_usd_month"] is None else f"{b['budget_usd_month']:.2f}",
+                              "OVER BUDGET: jobs stay on-prem" if b["over"] else ""] for b in out["budgets"]],
+                            right=(1, 2)))
+    d = out["daemon"]
+    if d:
+        w, r = d.get("watch") or {}, d.get("reconcile") or {}
+        print(f"\ndaemon pid {d.get('pid')}: last watch {_ago(now, w.get('at'))} ({w.get('pending', 0)} pending, "
+              f"{w.get('burst', 0)} burst), last reconcile {_ago(now, r.get('at'))}")
+        for reason, n in sorted((w.get("reasons") or {}).items()):
+            print(f"  {n:5d} job(s): {reason}")
+    else:
+        print("\ndaemon: no status yet (not running, or not yet one cycle)")
+    if slurm_error:
+        print(f"\nslurm: {slurm_error}")
+    return 0
+
+
+def _ago(now, at) -> str:
+    return "never" if not at else f"{now - at:.0f}s ago"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .lab.cluster import DEFAULT_DIR
 
@@ -277,6 +374,22 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--provider", choices=("aws", "gcp"), help="the cloud of a SkyPilot vms.csv")
     imp.add_argument("file", help="the CSV file")
     imp.set_defaults(func=cmd_prices_import)
+
+    dmn = sub.add_parser("daemon", help="run the burst daemon (systemd service)",
+                         description="Watch pending jobs in the on-prem partitions, make them eligible for cloud "
+                                     "pools by policy, and reconcile Slurm, the clouds and the state DB.")
+    dmn.add_argument("--config", help=CONFIG_HELP)
+    dmn.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    dmn.add_argument("--metrics-addr", default="127.0.0.1", help="address for the metrics (default %(default)s)")
+    dmn.add_argument("--once", action="store_true", help="run one watch and one reconcile cycle, then exit")
+    dmn.set_defaults(func=cmd_daemon)
+
+    sts = sub.add_parser("status", help="pools, instances, blocked regions, spend against budgets",
+                         description="Show pools and their nodes, instances up, blocked regions, spend this month "
+                                     "against budgets, and the daemon's last cycles with why jobs stay on-prem.")
+    sts.add_argument("--config", help=CONFIG_HELP)
+    sts.add_argument("--json", action="store_true", help="machine-readable output")
+    sts.set_defaults(func=cmd_status)
 
     demo = sub.add_parser("demo", help="bring up the lab and show a GPU job end to end",
                           description="Start the lab (if needed), run GPU jobs as a researcher would, "

@@ -80,6 +80,7 @@ class PolicyConfig:
     max_cloud_nodes: int = 64
     block_seconds: int = 600
     orphan_grace_s: int = 300
+    reconcile_interval: int = 60
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def _slurm(ck: _Checker, data: dict) -> SlurmConfig | None:
 
 def _policy(ck: _Checker, data: dict) -> PolicyConfig | None:
     t = ck.table("policy", data.get("policy", _MISSING), tuple(PolicyConfig.__dataclass_fields__))
-    v = _numbers(t, PolicyConfig, {"poll_interval": 1}) if t else {}
+    v = _numbers(t, PolicyConfig, {"poll_interval": 1, "reconcile_interval": 1}) if t else {}
     return PolicyConfig(**v) if t and _ok(*v.values()) else None
 
 

@@ -59,7 +59,8 @@ def onprem_features(cfg: Config) -> list[str]:
     zones = sorted(cfg.zones.values(), key=lambda z: z.name)
     if cfg.cluster.country:
         zones = [z for z in zones if z.contains(cfg.cluster.country)]
-    return selector.zone_features(zones)
+    # `onprem` lets a researcher keep a job at home with plain `sbatch --constraint=onprem`.
+    return ["onprem"] + selector.zone_features(zones)
 
 
 def _access(cfg: Config, pool: PoolConfig, book: PriceBook | None) -> str:

@@ -18,6 +18,14 @@ from .models import Zone
 _RES = re.compile(r"(?<![A-Za-z0-9_])res_([a-z][a-z0-9_]*)")
 
 
+_FEATURE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def feature_names(features: str) -> set[str]:
+    """Every feature a constraint names, whatever the operators around it."""
+    return set(_FEATURE.findall(features or ""))
+
+
 def constraint_zone_names(features: str) -> list[str]:
     return _RES.findall(features or "")
 

@@ -193,17 +193,18 @@ def test_region_without_a_price_is_not_reachable(tmp_path):
 def test_onprem_features_without_a_country_are_every_zone(tmp_path):
     text = edit(EXAMPLE, 'any = "*"\n', MORE_ZONES)
     out = rendered(tmp_path, text)
-    assert out.onprem_features == ("res_any", "res_ch", "res_de", "res_eu", "res_nl")
+    # `onprem` is how a researcher keeps a job at home (--constraint=onprem).
+    assert out.onprem_features == ("onprem", "res_any", "res_ch", "res_de", "res_eu", "res_nl")
     hint = [l for l in out.slurm_conf.splitlines() if l.startswith("# Add to the NodeName lines of gpu:")]
-    assert len(hint) == 1 and hint[0].endswith("Features=res_any,res_ch,res_de,res_eu,res_nl")
+    assert len(hint) == 1 and hint[0].endswith("Features=onprem,res_any,res_ch,res_de,res_eu,res_nl")
 
 
 def test_onprem_features_with_a_country(tmp_path):
     text = edit(EXAMPLE, 'any = "*"\n', MORE_ZONES)
     nl = edit(text, 'name = "hpc1"\n', 'name = "hpc1"\ncountry = "NL"\n')
-    assert rendered(tmp_path / "nl", nl).onprem_features == ("res_any", "res_eu", "res_nl")
+    assert rendered(tmp_path / "nl", nl).onprem_features == ("onprem", "res_any", "res_eu", "res_nl")
     ch = edit(text, 'name = "hpc1"\n', 'name = "hpc1"\ncountry = "CH"\n')
-    assert rendered(tmp_path / "ch", ch).onprem_features == ("res_any", "res_ch")
+    assert rendered(tmp_path / "ch", ch).onprem_features == ("onprem", "res_any", "res_ch")
 
 
 # ----------------------------------------------------------------- gres ---

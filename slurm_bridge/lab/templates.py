@@ -116,7 +116,7 @@ def slurm_conf(lay: LabLayout) -> str:
             f"NodeName={node.name} NodeAddr={node.address} NodeHostname={node.name} "
             f"CPUs={lay.cpus_per_node} RealMemory={lay.memory_mb} "
             f"Gres=gpu:{lay.gpu_type}:{lay.gpus_per_node} "
-            f"Features={','.join(('onprem',) + lay.onprem_features)} State=UNKNOWN"
+            f"Features={','.join(dict.fromkeys(('onprem',) + lay.onprem_features))} State=UNKNOWN"
         )
     names = ",".join(n.name for n in lay.nodes)
     lines += [

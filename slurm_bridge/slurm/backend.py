@@ -37,6 +37,9 @@ class SlurmBackend(Protocol):
 
     def requeue(self, job_ids: Sequence[int]) -> None: ...
 
+    def update_partition(self, name: str, *, state: str) -> None:
+        """UP, DOWN (accepts jobs, starts none), DRAIN or INACTIVE."""
+
     def update_nodes(self, names: Sequence[str], *, state: str | None = None,
                      reason: str | None = None, address: str | None = None,
                      hostname: str | None = None, available_features: Sequence[str] | None = None,

@@ -117,6 +117,9 @@ class CliSlurm:
         if len(argv) > 3:
             self.run(argv)
 
+    def update_partition(self, name: str, *, state: str) -> None:
+        self.run(["scontrol", "update", f"partitionname={name}", f"state={state}"])
+
     def requeue(self, job_ids: Sequence[int]) -> None:
         if job_ids:
             self.run(["scontrol", "requeue", ",".join(str(int(j)) for j in job_ids)])

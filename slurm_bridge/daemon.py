@@ -1,0 +1,284 @@
+"""`slurm-bridge daemon`: watch pending jobs, burst them by policy, keep Slurm, clouds and DB in agreement.
+
+APScheduler 3.x runs each loop as its own job (coalesced, one instance at a
+time): watch every `policy.poll_interval`, reconcile every
+`policy.reconcile_interval`. One daemon per state dir (a lock file); SIGTERM
+stops it cleanly, SIGHUP reloads the config (a bad new config is refused and
+the old one kept). With NOTIFY_SOCKET set it speaks sd_notify. Every decision
+is one structured log line on stderr, which journald keeps.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from . import policy, sdnotify
+from .config import Config, load_config
+from .errors import BridgeError
+from .prices import book_for
+from .providers.registry import build
+from .slurm import default_backend
+from .state import StateDB
+
+log = logging.getLogger("slurm_bridge.daemon")
+STATUS_FILE = "daemon-status.json"
+
+
+class AlreadyRunning(BridgeError):
+    pass
+
+
+def kv(**fields) -> str:
+    """key=value pairs, values quoted when they hold spaces: one grep-able line per event."""
+    return " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and (' ' in v or not v) else v}"
+                    for k, v in fields.items())
+
+
+class Daemon:
+    def __init__(self, config_path: str | None, *, metrics_addr: str | None = None, metrics_port: int | None = None):
+        self.config_path = config_path
+        self.cfg = load_config(config_path)
+        self.metrics_addr, self.metrics_port = metrics_addr or "127.0.0.1", metrics_port
+        self.metrics = None
+        self._last_reason: dict[int, str] = {}
+        self._closed_partitions: set[str] = set()
+        self._stop = threading.Event()
+        self._lock_fd: int | None = None
+        self._status: dict = {"started_at": time.time(), "pid": os.getpid()}
+        self._last_watch = time.monotonic()
+        self._started = time.time()
+        self._event_seen = self._failed_seen = 0
+        self._open(self.cfg)
+
+    def _open(self, cfg: Config) -> None:
+        self.db = StateDB.open(cfg.cluster.state_dir)
+        self.slurm = default_backend(cfg.slurm.slurm_conf)
+        self.providers = build(cfg)
+
+    # -- one leader per state dir ------------------------------------------------------------
+
+    def lock(self) -> None:
+        path = self.cfg.cluster.state_dir / "daemon.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise AlreadyRunning(f"another slurm-bridge daemon (pid {holder}) holds {path}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    # -- loops -----------------------------------------------------------------------------------
+
+    def _blocked(self, provider: str, region: str) -> str | None:
+        if provider not in self.providers:
+            return f"provider {provider} is not configured"
+        row = self.db.is_blocked(provider, region)
+        return None if row is None else f"blocked by {row.kind} until {row.until:.0f}"
+
+    def watch_once(self) -> list[policy.Decision]:
+        started = time.monotonic()
+        cfg, now = self.cfg, time.time()
+        jobs = self.slurm.jobs()
+        book = book_for(cfg.price_overrides, self.db.prices())
+        facts = policy.Facts(now=now, active_cloud_nodes=len(self.db.active_instances()),
+                             spend_month=self.db.spend_by_account(policy.month_start(now), now),
+                             blocked=self._blocked, book=book)
+        decisions = policy.decide(cfg, jobs, facts)
+        for d in decisions:
+            if d.burst:
+                try:
+                    self.slurm.update_job(d.job_id, partitions=d.partitions)
+                except BridgeError as exc:   # it may have started or ended meanwhile
+                    log.warning(kv(event="burst_failed", job=d.job_id, error=str(exc)))
+                    continue
+                self.db.event("burst", job_id=d.job_id, pools=list(d.pools), partitions=list(d.partitions))
+            if self._last_reason.get(d.job_id) != d.reason:
+                log.info(kv(event="decision", job=d.job_id, burst="yes" if d.burst else "no", reason=d.reason,
+                            pools=",".join(d.pools) or "-"))
+                if self.metrics:
+                    self.metrics.count_decision("burst" if d.burst else "stay", d.code)
+            self._last_reason[d.job_id] = d.reason
+        pending = {d.job_id for d in decisions}
+        self._last_reason = {j: r for j, r in self._last_reason.items() if j in pending}
+        self._guard_pools(book)
+        self._last_watch = time.monotonic()
+        if self.metrics:
+            self._update_metrics(jobs, facts)
+        self._status["watch"] = {"at": now, "pending": len(decisions),
+                                 "burst": sum(d.burst for d in decisions),
+                                 "eligible": sum(1 for j in jobs if j.state == "PENDING"
+                                                 and {p.partition for p in cfg.pools} & set(j.partitions)),
+                                 "reasons": _count_reasons(decisions)}
+        self._observe("watch", started)
+        self._write_status()
+        return decisions
+
+    def _update_metrics(self, jobs, facts: policy.Facts) -> None:
+        from .metrics import node_counts
+
+        m, cfg = self.metrics, self.cfg
+        names = [n for p in cfg.pools for n in p.node_names]
+        pool_of = lambda node: (cfg.pool_for_node(node).name if cfg.pool_for_node(node) else None)  # noqa: E731
+        m.set_nodes(node_counts(self.slurm.nodes(names), pool_of, [p.name for p in cfg.pools]))
+        live: dict[tuple[str, str], int] = {}
+        for row in self.db.active_instances():
+            live[(row.provider, row.region)] = live.get((row.provider, row.region), 0) + 1
+        m.set_instances(live)
+        m.set_spend(dict(facts.spend_month))
+        m.set_budgets({n: a.budget_usd_month for n, a in cfg.accounts.items() if a.budget_usd_month is not None})
+        m.set_blocked([(b.provider, b.region, b.scope, b.kind) for b in self.db.active_blocks()])
+        parts = {p.partition for p in cfg.pools}
+        m.set_burst_eligible(sum(1 for j in jobs if j.state == "PENDING" and parts & set(j.partitions)))
+
+    def _count_launches(self) -> None:
+        """Launches happen in resume workers, not here: count them from the state DB's events."""
+        if not self.metrics:
+            return
+        for e in self.db.events("launched", since=self._started):
+            if e["id"] > self._event_seen:
+                d = e["data"]
+                self.metrics.count_launch(d.get("provider", "?"), d.get("region", "?"))
+                self._event_seen = e["id"]
+        for row in self.db.instances(since=self._started):
+            if row.state == "failed" and row.id > self._failed_seen:
+                self.metrics.count_launch_failure(row.provider, row.region, (row.error or "unknown").split(":")[0])
+                self._failed_seen = row.id
+
+    def _guard_pools(self, book) -> None:
+        """A pool with no launchable region takes no jobs: otherwise Slurm resumes its nodes, every
+        launch fails, the jobs are requeued and placed again, in a loop (slurm-gcp's users know it)."""
+        from . import selector
+
+        for pool in self.cfg.pools:
+            open_regions = selector.rank(self.cfg, pool, None, self._blocked, book)[0]
+            closed = pool.partition in self._closed_partitions
+            try:
+                if not open_regions and not closed:
+                    self.slurm.update_partition(pool.partition, state="DOWN")
+                    self._closed_partitions.add(pool.partition)
+                    log.warning(kv(event="pool_closed", pool=pool.name, reason="no launchable region"))
+                elif open_regions and closed:
+                    self.slurm.update_partition(pool.partition, state="UP")
+                    self._closed_partitions.discard(pool.partition)
+                    log.info(kv(event="pool_opened", pool=pool.name, regions=len(open_regions)))
+            except BridgeError as exc:
+                log.error(kv(event="pool_state_failed", pool=pool.name, error=str(exc)))
+
+    def reconcile_once(self):
+        from .reconcile import reconcile
+
+        started = time.monotonic()
+        report = reconcile(self.cfg, self.db, self.slurm, self.providers)
+        data = report.to_json() if hasattr(report, "to_json") else {}
+        log.info(kv(event="reconcile", **{k: v for k, v in data.items() if isinstance(v, (int, float))}))
+        self._status["reconcile"] = {"at": time.time(), **data}
+        self._count_launches()
+        if self.metrics:
+            self.metrics.set_last_reconcile()
+        self._observe("reconcile", started)
+        self._write_status()
+        return report
+
+    def _observe(self, loop: str, started: float) -> None:
+        if self.metrics:
+            self.metrics.observe_loop(loop, time.monotonic() - started)
+
+    def _write_status(self) -> None:
+        path = self.cfg.cluster.state_dir / STATUS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._status, indent=1, default=str))
+        os.replace(tmp, path)
+
+    # -- config reload ------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        try:
+            cfg = load_config(self.config_path)
+        except BridgeError as exc:
+            log.error(kv(event="reload_refused", error=str(exc)))
+            return False
+        self.cfg = cfg
+        self._open(cfg)
+        log.info(kv(event="reloaded", config=str(cfg.source)))
+        return True
+
+    # -- main loop -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.lock()
+        if self.metrics_port is not None:
+            from .metrics import Metrics
+
+            self.metrics = Metrics()
+            self.metrics.serve(self.metrics_addr, self.metrics_port)
+        reload_wanted = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: reload_wanted.set())
+        sched = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
+        guarded = self._guarded
+        sched.add_job(guarded("watch", self.watch_once), "interval", seconds=self.cfg.policy.poll_interval,
+                      id="watch", next_run_time=_now_dt())
+        sched.add_job(guarded("reconcile", self.reconcile_once), "interval",
+                      seconds=self.cfg.policy.reconcile_interval, id="reconcile", next_run_time=_now_dt())
+        ping = sdnotify.watchdog_interval()
+        if ping:
+            # Only a daemon whose watch loop still completes is alive: a hung Slurm call stops the pings.
+            stale = 3 * self.cfg.policy.poll_interval + 60
+            sched.add_job(lambda: (time.monotonic() - self._last_watch < stale) and sdnotify.notify(WATCHDOG=1),
+                          "interval", seconds=ping, id="watchdog")
+        sched.start()
+        sdnotify.notify(READY=1, STATUS="watching " + ",".join(self.cfg.slurm.watch_partitions))
+        log.info(kv(event="started", pid=os.getpid(), config=str(self.cfg.source)))
+        while not self._stop.is_set():
+            if reload_wanted.wait(timeout=0.5):
+                reload_wanted.clear()
+                sdnotify.reloading()
+                self.reload()
+                sdnotify.notify(READY=1)
+        sdnotify.notify(STOPPING=1)
+        sched.shutdown(wait=True)
+        log.info(kv(event="stopped"))
+        return 0
+
+    def _guarded(self, name: str, fn):
+        def run():
+            try:
+                fn()
+            except Exception as exc:   # noqa: BLE001 - one failed cycle must not stop the daemon
+                log.exception(kv(event="loop_failed", loop=name, error=str(exc)))
+                self._status.setdefault("errors", {})[name] = {"at": time.time(), "error": str(exc)}
+        return run
+
+
+def _count_reasons(decisions) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in decisions:
+        key = d.reason.split(":")[0]
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def _now_dt():
+    from datetime import datetime
+
+    return datetime.now()
+
+
+def read_status(state_dir: Path) -> dict | None:
+    try:
+        return json.loads((state_dir / STATUS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
