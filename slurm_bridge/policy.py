@@ -72,7 +72,7 @@ def _opted_out(job: Job) -> bool:
     return OPT_OUT_FEATURE in residency.feature_names(job.features)
 
 
-def decide_one(cfg: Config, job: Job, facts: Facts, committed: int) -> Decision:
+def decide_one(cfg: Config, job: Job, facts: Facts, committed: int, _launchable: dict | None = None) -> Decision:
     watched = set(cfg.slurm.watch_partitions)
     burst_parts = {p.partition for p in cfg.pools}
     if job.state != "PENDING" or not watched.intersection(job.partitions):
@@ -99,10 +99,6 @@ def decide_one(cfg: Config, job: Job, facts: Facts, committed: int) -> Decision:
             return Decision(job.job_id, False,
                             f"account {job.account} spent {spent:.2f} of {account.budget_usd_month:.2f} USD this month",
                             code="over_budget")
-    if committed + job.node_count > cfg.policy.max_cloud_nodes:
-        return Decision(job.job_id, False,
-                        f"cloud node limit: {committed} of {cfg.policy.max_cloud_nodes} in use or promised",
-                        code="node_limit")
     zone = residency.job_zone(cfg, job.account, [p for p in job.partitions if p in watched], job.features)
     fitting, why_not = [], []
     for pool in cfg.pools:
@@ -111,16 +107,28 @@ def decide_one(cfg: Config, job: Job, facts: Facts, committed: int) -> Decision:
         elif pool.zone.countries is not None and zone.countries is not None \
                 and not pool.zone.countries & zone.countries:
             why_not.append(f"{pool.name}: zone {pool.zone.name} shares no country with the job's")
-        elif not selector.rank(cfg, pool, zone, facts.blocked, facts.book)[0]:
+        elif not _can_launch(cfg, pool, zone, facts, _launchable if _launchable is not None else {}):
             why_not.append(f"{pool.name}: no launchable region inside the job's zone right now")
         else:
             fitting.append(pool)
     if not fitting:
         return Decision(job.job_id, False, "no pool fits: " + "; ".join(why_not) if why_not else "no pools",
                         code="no_pool_fits")
+    if committed + job.node_count > cfg.policy.max_cloud_nodes:
+        return Decision(job.job_id, False,
+                        f"cloud node limit: {committed} of {cfg.policy.max_cloud_nodes} in use or promised",
+                        code="node_limit")
     parts = tuple(job.partitions) + tuple(p.partition for p in fitting)
     return Decision(job.job_id, True, "waited for room past burst_after", parts, tuple(p.name for p in fitting),
                     code="burst")
+
+
+def _can_launch(cfg: Config, pool: PoolConfig, zone, facts: Facts, memo: dict) -> bool:
+    # Tens of thousands of pending jobs share a handful of (pool, zone) pairs: rank each once per cycle.
+    key = (pool.name, zone.countries)
+    if key not in memo:
+        memo[key] = bool(selector.rank(cfg, pool, zone, facts.blocked, facts.book)[0])
+    return memo[key]
 
 
 def decide(cfg: Config, jobs: Iterable[Job], facts: Facts) -> list[Decision]:
@@ -130,9 +138,9 @@ def decide(cfg: Config, jobs: Iterable[Job], facts: Facts) -> list[Decision]:
     burst_parts = {p.partition for p in cfg.pools}
     # Jobs already eligible but not yet running hold cloud nodes too: count them against the limit.
     committed = facts.active_cloud_nodes + sum(j.node_count for j in jobs if burst_parts.intersection(j.partitions))
-    out = []
+    out, memo = [], {}
     for job in jobs:
-        d = decide_one(cfg, job, facts, committed)
+        d = decide_one(cfg, job, facts, committed, memo)
         if d.burst:
             committed += job.node_count
         out.append(d)

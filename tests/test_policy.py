@@ -1,0 +1,106 @@
+"""The burst policy on plain facts: the same function the daemon and the simulator call."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from configs import EXAMPLE, edit
+from slurm_bridge.config import parse_config
+from slurm_bridge.models import GresRequest, Job
+from slurm_bridge.policy import Facts, decide, month_start, shape_problem
+
+import tomllib
+
+NOW = 1_800_000_000.0
+CFG = parse_config(tomllib.loads(edit(EXAMPLE, "burst_after = 600", "burst_after = 600\nmax_cloud_nodes = 3")
+                                .replace("max_cloud_nodes = 64\n", "")))
+
+
+def job(job_id=1, *, waited=900, reason="Resources", partitions=("gpu",), account="lab", gpus=1, gtype="a100",
+        nodes=1, cpus=1, features="", batch=True, state="PENDING", mem_cpu=1000) -> Job:
+    return Job(job_id=job_id, name="j", user="u", account=account, partitions=tuple(partitions), state=state,
+               reason=reason, submit_time=datetime.fromtimestamp(NOW - waited, tz=timezone.utc), start_time=None,
+               time_limit_min=60, node_count=nodes, cpus=cpus, memory_per_cpu_mb=mem_cpu, memory_per_node_mb=None,
+               gres=GresRequest(gpus, gpus * nodes, gtype), features=features, requeue=True, batch=batch)
+
+
+def facts(active=0, spend=None, blocked=lambda p, r: None) -> Facts:
+    return Facts(now=NOW, active_cloud_nodes=active, spend_month=spend or {}, blocked=blocked)
+
+
+def one(j: Job, f: Facts | None = None):
+    [d] = decide(CFG, [j], f or facts())
+    return d
+
+
+def test_a_job_that_waited_for_room_bursts_with_its_own_partition_first():
+    d = one(job())
+    assert d.burst and d.code == "burst"
+    assert d.partitions == ("gpu", "burst-a100-de") and d.pools == ("a100-de",)
+
+
+@pytest.mark.parametrize("j,code,text", [
+    (job(waited=599), "too_early", "waited 599s of 600s"),
+    (job(reason="Dependency"), "not_waiting_for_room", "waits for Dependency"),
+    (job(reason="JobHeldUser"), "not_waiting_for_room", "waits for JobHeldUser"),
+    (job(reason="QOSMaxGRESPerUser"), "not_waiting_for_room", "not for room"),
+    (job(reason="BeginTime"), "not_waiting_for_room", "waits for BeginTime"),
+    (job(partitions=("cpu",)), "not_watched", "not pending in a watched partition"),
+    (job(partitions=("gpu", "burst-a100-de")), "already_eligible", "already eligible"),
+    (job(features="onprem"), "opted_out", "--constraint=onprem"),
+    (job(features="(a100|onprem)&res_de"), "opted_out", "opted out"),
+    (job(batch=False), "interactive", "interactive"),
+    (job(gpus=16), "no_pool_fits", "needs 16 GPUs per node, pool has 8"),
+    (job(gtype="h100"), "no_pool_fits", "needs h100 GPUs, pool has a100"),
+    (job(nodes=9), "no_pool_fits", "needs 9 nodes, pool has 8"),
+    (job(cpus=200), "no_pool_fits", "needs 200 CPUs per node, pool has 96"),
+    (job(cpus=96, mem_cpu=20000), "no_pool_fits", "needs 1920000 MB per node"),
+])
+def test_reasons_to_stay_home(j, code, text):
+    d = one(j)
+    assert not d.burst and d.code == code and text in d.reason
+
+
+def test_only_pending_jobs_get_a_decision():
+    assert decide(CFG, [job(state="RUNNING"), job(2, state="COMPLETED")], facts()) == []
+
+
+def test_budget_counts_this_months_spend_of_the_account():
+    assert one(job(account="medical"), facts(spend={"medical": 4999.99})).burst
+    d = one(job(account="medical"), facts(spend={"medical": 5000.0}))
+    assert not d.burst and d.code == "over_budget"
+    assert d.reason == "account medical spent 5000.00 of 5000.00 USD this month"
+    # Spend of another account does not count.
+    assert one(job(account="medical"), facts(spend={"lab": 1e9})).burst
+
+
+def test_node_limit_counts_instances_promised_jobs_and_this_cycle():
+    jobs = [job(1, nodes=2), job(2, nodes=1), job(3, nodes=1, waited=800)]
+    ds = {d.job_id: d for d in decide(CFG, jobs, facts(active=0))}
+    assert ds[1].burst and ds[2].burst and not ds[3].burst     # oldest first: 1 and 2 fill max 3
+    assert ds[3].code == "node_limit" and "3 of 3" in ds[3].reason
+    promised = job(9, partitions=("gpu", "burst-a100-de"))       # eligible, not yet running
+    d = {d.job_id: d for d in decide(CFG, [promised, job(1, nodes=2)], facts(active=1))}[1]
+    assert not d.burst and "2 of 3" in d.reason
+
+
+def test_zone_and_backoff_decide_which_pools_fit():
+    # A job constrained to a zone the pool's regions cannot serve stays home.
+    text = edit(EXAMPLE, 'any = "*"', 'any = "*"\nnl = ["NL"]')
+    cfg = parse_config(tomllib.loads(text))
+    [d] = decide(cfg, [job(features="res_nl")], facts())
+    assert not d.burst and "shares no country" in d.reason
+    # Every region blocked: no launchable region, so the job is not sent to fail in a loop.
+    [d] = decide(CFG, [job()], facts(blocked=lambda p, r: "blocked by capacity"))
+    assert not d.burst and "no launchable region" in d.reason
+
+
+def test_shape_problem_is_none_for_a_fitting_job():
+    assert shape_problem(CFG.pool("a100-de"), job(gpus=8, cpus=96, mem_cpu=10000)) is None
+
+
+def test_month_start_is_the_first_of_the_month_utc():
+    assert month_start(datetime(2026, 11, 30, 8, tzinfo=timezone.utc).timestamp()) == \
+        datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp()
