@@ -4,7 +4,8 @@
 once per session, with fake credentials only (the environment is scrubbed so
 no real profile or key can be picked up), and builds in each of two regions a
 VPC, a subnet in each of two AZs, an AMI and the launch template
-"slurm-bridge". Tests keep apart by using their own cluster name.
+"slurm-bridge" (and in a third region for the thousand-node test). Tests keep
+apart by using their own cluster name.
 
 moto cannot run out of capacity, hit a quota, throttle or refuse credentials,
 so `inject` and `fleet_errors` answer chosen calls at the transport boundary
@@ -15,8 +16,11 @@ send. Everything else is real boto3 talking HTTP to the moto server.
 from __future__ import annotations
 
 import logging
+import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 from urllib.parse import parse_qsl, urlencode
@@ -32,8 +36,11 @@ from slurm_bridge.providers.aws import AwsProvider
 from slurm_bridge.providers.base import LaunchRequest, NodeSpec
 
 REGIONS = ("eu-central-1", "eu-west-1")
+# moto's EC2 is quadratic in tags (each instance's tags come from a scan of every tag in the region),
+# so the thousand-instance test gets a region of its own and leaves the others quick.
+BIG_REGION = "eu-north-1"
 TEMPLATE = "slurm-bridge"
-GPU_TYPE = "p3.2xlarge"   # a type moto knows in both regions
+GPU_TYPE = "g5.xlarge"   # offered in all three regions by moto's data
 
 # The status EC2 sends each code with: capacity and internal errors are server errors (5xx), which is
 # what makes botocore's standard mode retry them unless told otherwise.
@@ -54,8 +61,8 @@ class MotoCloud:
         return self.session.client("ec2", region_name=region, endpoint_url=self.url)
 
     def config(self, **changes) -> AwsConfig:
-        values = dict(regions=REGIONS, launch_template=TEMPLATE, subnets=MappingProxyType(dict(self.subnets)),
-                      endpoint_url=self.url, max_attempts=3, fleet_batch=500)
+        values = {"regions": REGIONS, "launch_template": TEMPLATE, "subnets": MappingProxyType(dict(self.subnets)),
+                  "endpoint_url": self.url, "max_attempts": 3, "fleet_batch": 500}
         values.update(changes)
         return AwsConfig(**values)
 
@@ -64,8 +71,9 @@ class MotoCloud:
         return AwsProvider(self.config(**changes), session=self.session, sleep=lambda s: None)
 
 
-@pytest.fixture(scope="session")
-def moto_cloud():
+@contextmanager
+def running_moto() -> Iterator[MotoCloud]:
+    """The server and its regions, outside pytest too (bench/aws_launch_calls.py)."""
     from moto.server import ThreadedMotoServer
 
     with pytest.MonkeyPatch.context() as mp:
@@ -86,9 +94,11 @@ def moto_cloud():
         server.start()
         host, port = server.get_host_and_port()
         url = f"http://{host}:{port}"
+        # moto's state lives in this process, not in the server: start from nothing.
+        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
         session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
         subnets, images = {}, {}
-        for region in REGIONS:
+        for region in REGIONS + (BIG_REGION,):
             ec2 = session.client("ec2", region_name=region, endpoint_url=url)
             images[region] = ec2.register_image(Name="slurm-bridge-node", Architecture="x86_64",
                                                 RootDeviceName="/dev/xvda", VirtualizationType="hvm")["ImageId"]
@@ -104,12 +114,18 @@ def moto_cloud():
             server.stop()
 
 
+@pytest.fixture(scope="session")
+def moto_cloud():
+    with running_moto() as cloud:
+        yield cloud
+
+
 @pytest.fixture
 def cluster() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
 
 
-def request(cluster: str, n: int, *, region: str = REGIONS[0], pool: str = "a100", spot: bool = False,
+def launch_request(cluster: str, n: int, *, region: str = REGIONS[0], pool: str = "a100", spot: bool = False,
             itype: str = GPU_TYPE, job: int = 7, tag: str = "r1") -> LaunchRequest:
     return LaunchRequest(cluster, region, tuple(
         NodeSpec(f"{pool}-{i}", pool, itype, spot, (job,), f"sb-{tag}-{pool}-{i}") for i in range(n)))

@@ -7,7 +7,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from moto_server import GPU_TYPE, REGIONS, count_calls, inject, request
+
+pytest.register_assert_rewrite("moto_server")
+from moto_server import GPU_TYPE, REGIONS, count_calls, inject, launch_request
 
 from slurm_bridge.providers import aws
 from slurm_bridge.providers.base import FailureKind, ProviderError, Scope
@@ -26,7 +28,7 @@ def states(moto_cloud, region, ids) -> dict[str, str]:
 
 def test_terminate_skips_unknown_and_malformed_ids_and_terminates_the_rest(moto_cloud, cluster):
     provider = moto_cloud.provider()
-    ids = [i.instance_id for i in provider.launch(request(cluster, 2)).launched]
+    ids = [i.instance_id for i in provider.launch(launch_request(cluster, 2)).launched]
     calls = count_calls(provider)
     provider.terminate(REGION, [ids[0], UNKNOWN_ID, "not-an-id", ids[1], ids[0]])
     assert set(states(moto_cloud, REGION, ids).values()) == {"terminated"}
@@ -38,7 +40,7 @@ def test_terminate_skips_unknown_and_malformed_ids_and_terminates_the_rest(moto_
 
 def test_terminate_raises_a_classified_error_for_anything_else(moto_cloud, cluster):
     provider = moto_cloud.provider()
-    ids = [i.instance_id for i in provider.launch(request(cluster, 1)).launched]
+    ids = [i.instance_id for i in provider.launch(launch_request(cluster, 1)).launched]
     inject(provider, REGION, "TerminateInstances", "UnauthorizedOperation")
     with pytest.raises(ProviderError) as err:
         provider.terminate(REGION, ids)
@@ -50,16 +52,16 @@ def test_terminate_raises_a_classified_error_for_anything_else(moto_cloud, clust
 def test_list_instances_finds_exactly_the_clusters_instances_in_every_region(moto_cloud, cluster):
     provider = moto_cloud.provider()
     t0 = time.time()
-    a = provider.launch(request(cluster, 2, job=11))
-    b = provider.launch(request(cluster, 1, region=REGIONS[1], pool="h100", job=12))
-    provider.launch(request(cluster + "-other", 2))
+    a = provider.launch(launch_request(cluster, 2, job=11))
+    b = provider.launch(launch_request(cluster, 1, region=REGIONS[1], pool="h100", job=12))
+    provider.launch(launch_request(cluster + "-other", 2))
     # An instance with the cluster tag but no node tag (say, from a crash) is listed with node "".
     bare = moto_cloud.ec2(REGIONS[1]).run_instances(
         ImageId=moto_cloud.images[REGIONS[1]], MinCount=1, MaxCount=1, InstanceType="m5.large",
         SubnetId=moto_cloud.subnets[REGIONS[1]][0],
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "slurm-bridge:cluster", "Value": cluster}]}],
     )["Instances"][0]["InstanceId"]
-    gone = provider.launch(request(cluster, 1, pool="gone")).launched[0].instance_id
+    gone = provider.launch(launch_request(cluster, 1, pool="gone")).launched[0].instance_id
     provider.terminate(REGION, [gone])
 
     found = {i.instance_id: i for i in provider.list_instances(cluster)}
@@ -79,7 +81,7 @@ def test_list_instances_finds_exactly_the_clusters_instances_in_every_region(mot
 
 def test_describe_returns_the_known_ids_with_their_current_state(moto_cloud, cluster):
     provider = moto_cloud.provider()
-    a, b = provider.launch(request(cluster, 2)).launched
+    a, b = provider.launch(launch_request(cluster, 2)).launched
     provider.terminate(REGION, [b.instance_id])
     got = {i.instance_id: i for i in provider.describe(REGION, [a.instance_id, b.instance_id, UNKNOWN_ID])}
     assert set(got) == {a.instance_id, b.instance_id}
@@ -109,8 +111,8 @@ def test_every_call_of_a_full_cycle_is_in_the_documented_iam_actions(moto_cloud,
     provider = moto_cloud.provider()
     calls = count_calls(provider)
     for region, spot in ((REGIONS[0], False), (REGIONS[1], True)):
-        launched = provider.launch(request(cluster, 3, region=region, spot=spot)).launched
-        provider.launch(request(cluster, 3, region=region, spot=spot))   # idempotent path
+        launched = provider.launch(launch_request(cluster, 3, region=region, spot=spot)).launched
+        provider.launch(launch_request(cluster, 3, region=region, spot=spot))   # idempotent path
         provider.describe(region, [i.instance_id for i in launched])
         provider.spot_prices(region, [GPU_TYPE])
         provider.terminate(region, [i.instance_id for i in launched] + [UNKNOWN_ID])
