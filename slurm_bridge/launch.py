@@ -112,9 +112,12 @@ class Launcher:
     def _try(self, group: Group, offer: selector.Offer, request_id: int, account: str | None) -> Failure | None:
         provider = self.providers[offer.provider]
         job_ids = (group.job_id,) if group.job_id else ()
+        # Request ids restart when a state DB is lost; the request's receipt time keeps a token
+        # from ever matching an older instance, while a retry of this request still matches its own.
+        stamp = int(self.db.get_request(request_id).received_at * 1000)
         for attempt in range(SAME_PLACE_RETRIES + 1):
             specs = tuple(NodeSpec(node, group.pool.name, offer.instance_type, offer.spot, job_ids,
-                                   f"sb-{request_id}-{node}-{offer.provider}-{offer.region}-{attempt}")
+                                   f"sb-{request_id}.{stamp}-{node}-{offer.provider}-{offer.region}-{attempt}")
                           for node in group.nodes)
             rows = {s.node: self.db.begin_launch(
                 node=s.node, pool=group.pool.name, provider=offer.provider, region=offer.region, zone=None,
