@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from . import residency
-from .catalog import region_country
 from .config import Config
 from .models import AccountingRecord
+from .selector import country_of
 from .slurm.hostlists import HostlistError, expand
 from .state import InstanceRow
 
@@ -37,9 +37,7 @@ class Placement:
 
 
 def _country(cfg: Config, row: InstanceRow) -> str | None:
-    if row.provider == "local":
-        return next((r.country for r in cfg.local_regions if r.name == row.region), None)
-    return region_country(row.provider, row.region)
+    return country_of(cfg, row.provider, row.region)
 
 
 def _covering(rows: list[InstanceRow], start: float, end: float) -> InstanceRow | None:

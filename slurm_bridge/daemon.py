@@ -179,8 +179,9 @@ class Daemon:
 
         started = time.monotonic()
         report = reconcile(self.cfg, self.db, self.slurm, self.providers)
-        data = report.to_json() if hasattr(report, "to_json") else {}
-        log.info(kv(event="reconcile", **{k: v for k, v in data.items() if isinstance(v, (int, float))}))
+        data = report.to_dict()
+        log.info(kv(event="reconcile", duration_s=round(data.get("duration_s", 0.0), 3),
+                    **{k: v for k, v in (data.get("counts") or {}).items() if v}))
         self._status["reconcile"] = {"at": time.time(), **data}
         self._count_launches()
         if self.metrics:

@@ -142,7 +142,7 @@ def gate(cfg: Config, db: StateDB, slurm: SlurmBackend, job_id: int, *, timeout:
     Slurm's periodic 30 s pass before a resumed node's first job starts (DESIGN B). Returns a
     breach description, or None when the job may start.
     """
-    from .catalog import region_country
+    from .selector import country_of
 
     job = slurm.job(job_id)
     if job is None:
@@ -162,8 +162,7 @@ def gate(cfg: Config, db: StateDB, slurm: SlurmBackend, job_id: int, *, timeout:
         row = db.active_for_node(node)
         if row is None:
             continue   # still launching: the launch itself only ever chooses inside the job's zone
-        country = (next((r.country for r in cfg.local_regions if r.name == row.region), None)
-                   if row.provider == "local" else region_country(row.provider, row.region))
+        country = country_of(cfg, row.provider, row.region)
         if country is None or not zone.contains(country):
             # Put the truth back on the node so Slurm does not offer it to this job again.
             nodestate.set_zone_features(slurm, cfg, node, country)

@@ -102,6 +102,13 @@ def _out(offer: Offer, reason: str) -> Excluded:
     return Excluded(offer.provider, offer.region, offer.country, reason)
 
 
+def country_of(cfg: Config, provider: str, region: str) -> str | None:
+    """The country a region lies in: local regions say it in config, clouds in the catalog."""
+    if provider == "local":
+        return next((r.country for r in cfg.local_regions if r.name == region), None)
+    return region_country(provider, region)
+
+
 def launchable_countries(cfg: Config, pool: PoolConfig, book: PriceBook | None = None) -> set[str]:
     """Countries where POOL's nodes could ever run (ignoring backoff)."""
     found, _ = offers(cfg, pool, book)

@@ -546,6 +546,15 @@ class StateDB:
             out[key] = out.get(key, 0.0) + max(0.0, stop - start) * r["price_per_hour"] / 3600.0
         return out
 
+    def last_request_times(self, nodes: list[str], kinds: tuple[str, ...]) -> dict[str, float]:
+        """Node -> when the newest request of one of KINDS naming it was received."""
+        if not nodes:
+            return {}
+        sql = ("SELECT j.value AS node, MAX(r.received_at) AS at FROM requests r, json_each(r.nodes_json) j "
+               f"WHERE r.kind IN ({','.join('?' * len(kinds))}) AND j.value IN ({','.join('?' * len(nodes))}) "
+               "GROUP BY j.value")
+        return {r["node"]: float(r["at"]) for r in self._rows(sql, tuple(kinds) + tuple(nodes))}
+
     def prices(self) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM prices ORDER BY provider, region, instance_type")
 

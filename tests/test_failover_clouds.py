@@ -15,7 +15,7 @@ import pytest
 
 from fakes import RecordingSlurm
 from gcp_server import ComputeServer
-from moto_server import GPU_TYPE, inject, moto_cloud  # noqa: F401 - session fixture
+from moto_server import GPU_TYPE, inject
 from slurm_bridge.config import parse_config
 from slurm_bridge.launch import Group, Launcher
 from slurm_bridge.models import Zone
@@ -23,6 +23,7 @@ from slurm_bridge.providers.gcp import GcpProvider
 from slurm_bridge.state import StateDB
 from test_provider_gcp import PROJECT, TEMPLATE, loopback_only  # noqa: F401 - autouse fixture
 
+pytest_plugins = ["moto_server"]    # the session's moto server (moto_cloud)
 GCP_TYPE = "g2-standard-4"
 
 

@@ -10,10 +10,21 @@ failure; transport retries stay inside each provider.
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
 
 from ..errors import BridgeError
+
+
+# Every provider tags each instance with the client token it was launched with, or, where a tag cannot
+# be per instance (GCP labels a bulkInsert batch alike), shows the token's digest in TOKEN_DIGEST_TAG.
+TOKEN_TAG = "slurm-bridge:token"
+TOKEN_DIGEST_TAG = "slurm-bridge:token-digest"
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:8]
 
 
 class FailureKind(enum.Enum):

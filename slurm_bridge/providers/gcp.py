@@ -35,7 +35,8 @@ from google.cloud import compute_v1
 from google.oauth2 import service_account
 
 from ..cloud_config import GcpConfig
-from .base import Failure, FailureKind, Instance, LaunchRequest, LaunchResult, ProviderError, Scope
+from .base import (TOKEN_DIGEST_TAG, Failure, FailureKind, Instance, LaunchRequest, LaunchResult, ProviderError,
+                   Scope, token_digest)
 
 log = logging.getLogger("slurm_bridge.providers.gcp")
 
@@ -143,7 +144,7 @@ def _op_errors(op: compute_v1.Operation) -> tuple[set[str], str]:
 
 def instance_name(cluster: str, node: str, token: str) -> str:
     """Deterministic, unique per token, valid RFC 1035 (a-z first, [-a-z0-9], at most 63)."""
-    digest = hashlib.sha256(token.encode()).hexdigest()[:8]
+    digest = token_digest(token)
     stem = re.sub(r"[^a-z0-9]+", "-", f"{cluster}-{node}".lower()).strip("-")
     if not stem[:1].isalpha():
         stem = f"sb-{stem}"
@@ -473,4 +474,4 @@ class GcpProvider:
             instance_type=raw.machine_type.rsplit("/", 1)[-1],
             cluster=meta.get(META_CLUSTER) or labels.get(LABEL_CLUSTER, ""),
             launched_at=datetime.fromisoformat(raw.creation_timestamp).timestamp() if raw.creation_timestamp else None,
-            tags=labels)
+            tags={**labels, TOKEN_DIGEST_TAG: raw.name.rpartition("-")[2]})

@@ -23,7 +23,8 @@ from typing import Iterator, Sequence
 
 from ..config import LocalRegion
 from ..lab import netns, procs
-from .base import (Failure, FailureKind, Instance, LaunchRequest, LaunchResult, ProviderError, Scope)
+from .base import (TOKEN_TAG, Failure, FailureKind, Instance, LaunchRequest, LaunchResult, ProviderError,
+                   Scope)
 
 FIRST_HOST = 100   # lab on-prem nodes use .10 and up; instances .100 and up
 
@@ -135,7 +136,8 @@ class LocalProvider:
             "client_token": spec.client_token, "launched_at": time.time(),
             "tags": {"slurm-bridge:cluster": cluster, "slurm-bridge:node": spec.node,
                      "slurm-bridge:pool": spec.pool,
-                     "slurm-bridge:jobs": ",".join(str(j) for j in spec.job_ids)},
+                     "slurm-bridge:jobs": ",".join(str(j) for j in spec.job_ids),
+                     TOKEN_TAG: spec.client_token},
         }
         # The record exists before the host does: a crash from here on leaves something to find.
         self._save(rec)
