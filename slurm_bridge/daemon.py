@@ -58,9 +58,18 @@ class Daemon:
         self._open(self.cfg)
 
     def _open(self, cfg: Config) -> None:
-        self.db = StateDB.open(cfg.cluster.state_dir)
+        # SQLite connections belong to the thread that made them; loops run in scheduler threads.
+        self._local = threading.local()
+        StateDB.open(cfg.cluster.state_dir).close()   # create and migrate once, here, loudly
         self.slurm = default_backend(cfg.slurm.slurm_conf)
         self.providers = build(cfg)
+
+    @property
+    def db(self) -> StateDB:
+        db = getattr(self._local, "db", None)
+        if db is None or db.path.parent != self.cfg.cluster.state_dir:
+            db = self._local.db = StateDB.open(self.cfg.cluster.state_dir)
+        return db
 
     # -- one leader per state dir ------------------------------------------------------------
 
@@ -102,12 +111,13 @@ class Daemon:
                     log.warning(kv(event="burst_failed", job=d.job_id, error=str(exc)))
                     continue
                 self.db.event("burst", job_id=d.job_id, pools=list(d.pools), partitions=list(d.partitions))
-            if self._last_reason.get(d.job_id) != d.reason:
+            # Log when the kind of decision changes, not every cycle ("waited 4s", "waited 6s", ...).
+            if self._last_reason.get(d.job_id) != d.code:
                 log.info(kv(event="decision", job=d.job_id, burst="yes" if d.burst else "no", reason=d.reason,
                             pools=",".join(d.pools) or "-"))
                 if self.metrics:
                     self.metrics.count_decision("burst" if d.burst else "stay", d.code)
-            self._last_reason[d.job_id] = d.reason
+            self._last_reason[d.job_id] = d.code
         pending = {d.job_id for d in decisions}
         self._last_reason = {j: r for j, r in self._last_reason.items() if j in pending}
         self._guard_pools(book)
@@ -228,7 +238,13 @@ class Daemon:
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
         signal.signal(signal.SIGHUP, lambda *_: reload_wanted.set())
-        sched = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        # One worker: the loops take turns, so they never race each other on Slurm or the DB, and a
+        # hung loop also holds back the watchdog ping, which is what lets systemd restart us.
+        from apscheduler.executors.pool import ThreadPoolExecutor
+
+        sched = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)},
+                                    job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
         guarded = self._guarded
         sched.add_job(guarded("watch", self.watch_once), "interval", seconds=self.cfg.policy.poll_interval,
                       id="watch", next_run_time=_now_dt())
