@@ -135,30 +135,36 @@ def resume_fail(cfg: Config, db: StateDB, slurm: SlurmBackend, providers: Mappin
 
 
 def gate(cfg: Config, db: StateDB, slurm: SlurmBackend, job_id: int, *, timeout: float,
-         clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> str | None:
+         nodes: list[str] | None = None, account: str | None = None, partitions: list[str] | None = None,
+         features: str | None = None, clock: Callable[[], float] = time.time,
+         sleep: Callable[[float], None] = time.sleep) -> str | None:
     """PrologSlurmctld: a last check at job start that every cloud node is where the job may run.
 
-    Waits (bounded) for the job's cloud nodes to finish powering up: this also spares the job
-    Slurm's periodic 30 s pass before a resumed node's first job starts (DESIGN B). Returns a
-    breach description, or None when the job may start.
+    slurmctld gives the job's nodes, account, partition and constraint in the environment; the
+    rest comes from Slurm. Waits (bounded) for the job's cloud nodes to finish powering up: this
+    also spares the job Slurm's periodic 30 s pass before a resumed node's first job starts
+    (DESIGN B). Returns a breach description, or None when the job may start.
     """
     from .selector import country_of
-
-    job = slurm.job(job_id)
-    if job is None:
-        return None
     from .slurm.hostlists import expand
 
-    nodes = [n for n in (expand(job.nodes) if job.nodes else []) if cfg.pool_for_node(n) is not None]
-    if not nodes:
+    if nodes is None or account is None or partitions is None or features is None:
+        job = slurm.job(job_id)
+        if job is None:
+            log.warning("job %d: not found in Slurm; nothing to check", job_id)
+            return None
+        nodes = expand(job.nodes) if job.nodes else []
+        account, partitions, features = job.account, list(job.partitions), job.features
+    cloud = [n for n in nodes if cfg.pool_for_node(n) is not None]
+    if not cloud:
         return None
     deadline = clock() + timeout
     while clock() < deadline:
-        if not any(n.powering_up for n in slurm.node_details(nodes)):
+        if not any(n.powering_up for n in slurm.node_details(cloud)):
             break
         sleep(1.0)
-    zone = residency.job_zone(cfg, job.account, job.partitions, job.features)
-    for node in nodes:
+    zone = residency.job_zone(cfg, account, partitions, features)
+    for node in cloud:
         row = db.active_for_node(node)
         if row is None:
             continue   # still launching: the launch itself only ever chooses inside the job's zone
@@ -169,4 +175,6 @@ def gate(cfg: Config, db: StateDB, slurm: SlurmBackend, job_id: int, *, timeout:
             db.event("residency_gate", node=node, job_id=job_id, region=row.region, country=country,
                      now=clock())
             return f"node {node} runs in {row.provider}/{row.region} ({country}), outside job {job_id}'s zone"
+    log.info("job %d: %s inside its zone (%s)", job_id, ",".join(cloud),
+             "anywhere" if zone.countries is None else ",".join(sorted(zone.countries)))
     return None

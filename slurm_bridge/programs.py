@@ -275,8 +275,15 @@ def prolog_main(argv: list[str] | None = None) -> int:
     from .power import gate
 
     cfg, db, slurm = _context(args.config)
+    env = os.environ
+    from .slurm.hostlists import expand
+
     try:
-        breach = gate(cfg, db, slurm, int(job_id), timeout=cfg.slurm.resume_timeout)
+        nodes = expand(env["SLURM_JOB_NODELIST"]) if env.get("SLURM_JOB_NODELIST") else None
+        breach = gate(cfg, db, slurm, int(job_id), timeout=cfg.slurm.resume_timeout, nodes=nodes,
+                      account=env.get("SLURM_JOB_ACCOUNT"),
+                      partitions=env["SLURM_JOB_PARTITION"].split(",") if env.get("SLURM_JOB_PARTITION") else None,
+                      features=env.get("SLURM_JOB_CONSTRAINTS", "") if nodes is not None else None)
     except BridgeError as exc:
         # Unable to check is not a breach: the launch path already kept the zone; say so loudly.
         log.error("job %s: residency gate could not check: %s", job_id, exc)

@@ -80,8 +80,9 @@ def pids_in(netns: str) -> list[int]:
     return found
 
 
-def kill_all_in(netns: str, timeout: float = 5.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def kill_all_in(netns: str, timeout: float = 5.0, graceful: bool = True) -> None:
+    """Kill every process of the host; GRACEFUL=False is a power-off: SIGKILL at once."""
+    for sig in ((signal.SIGTERM, signal.SIGKILL) if graceful else (signal.SIGKILL,)):
         for pid in pids_in(netns):
             try:
                 os.kill(pid, sig)

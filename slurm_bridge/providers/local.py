@@ -161,9 +161,11 @@ class LocalProvider:
                     self._destroy(rec)
 
     def _destroy(self, rec: dict) -> None:
+        # Terminating a cloud instance is a power-off, not a shutdown: slurmd gets no chance to
+        # report anything, exactly as with a real instance (or a spot preemption).
+        netns.kill_all_in(rec["netns"], graceful=False)
         if "pid" in rec:
             procs.stop(procs.Proc(rec["pid"], rec["start_ticks"]), timeout=5)
-        netns.kill_all_in(rec["netns"])
         netns.remove_host(rec["netns"])
         (self.root / rec["region"] / f"{rec['instance_id']}.json").unlink(missing_ok=True)
 
