@@ -51,7 +51,7 @@ def test_pending_job_is_read_with_reason_and_gres(lab, slurm):
         assert job.reason == "JobHeldUser"
         assert job.partitions == ("gpu",)
         assert job.gres.gpus_per_node == 2 and job.gres.gpu_type == "a100"
-        assert job.features == "onprem"
+        assert job.features == "(onprem)&res_eu"        # job_submit.lua appended the account's zone
         assert job_id in {j.job_id for j in slurm.pending_jobs(["gpu"])}
         assert job_id not in {j.job_id for j in slurm.pending_jobs(["other"])}
     finally:
