@@ -71,15 +71,14 @@ def _parser(prog: str, what: str) -> argparse.ArgumentParser:
     return p
 
 
-def _context(config: str | None):
-    from .config import load_config
+def _context(cfg):
+    """The state DB and Slurm of a loaded config."""
     from .slurm import default_backend
     from .state import StateDB
 
-    cfg = load_config(config)
     db = StateDB.open(cfg.cluster.state_dir)
     slurm = default_backend(os.environ.get("SLURM_CONF") or cfg.slurm.slurm_conf)
-    return cfg, db, slurm
+    return db, slurm
 
 
 def _fail(program: str, message: str) -> int:
@@ -92,18 +91,26 @@ def _fail(program: str, message: str) -> int:
 
 
 def _early(program: str, argv: list[str] | None, what: str):
-    """Stdio, arguments, config and log: what every program does before its own work."""
+    """Stdio, arguments, config, log and the hostlist: what every program does before its own work.
+
+    Returns (args, cfg, nodes, exit code); cfg is None when the program must stop with that code.
+    """
     _stdio()
     args = _parser(program, what).parse_args(argv)
     from .config import load_config
+    from .slurm.hostlists import HostlistError, expand
 
     try:
         cfg = load_config(args.config)
     except BridgeError as exc:
         _setup_logging(program, None)
-        return args, None, _fail(program, str(exc))
+        return args, None, [], _fail(program, str(exc))
     _setup_logging(program, cfg.cluster.state_dir)
-    return args, cfg, None
+    try:
+        nodes = expand(args.hostlist)
+    except HostlistError as exc:
+        return args, None, [], _fail(program, f"{exc}; no node touched")
+    return args, cfg, nodes, 0
 
 
 # -- ResumeProgram --------------------------------------------------------------------------
@@ -123,17 +130,12 @@ def resume_main(argv: list[str] | None = None) -> int:
             resume_error = None
     else:
         resume_error = None
-    args, cfg, rc = _early(program, argv, "ResumeProgram: record the request and hand it to a worker.")
+    args, cfg, nodes, rc = _early(program, argv, "ResumeProgram: record the request and hand it to a worker.")
     if cfg is None:
         return rc
     from . import resume_file
-    from .slurm.hostlists import HostlistError, expand
     from .state import StateDB
 
-    try:
-        nodes = expand(args.hostlist)
-    except HostlistError as exc:
-        return _fail(program, f"{exc}; no node touched")
     db = StateDB.open(cfg.cluster.state_dir)
     try:
         if resume_error:
@@ -189,7 +191,7 @@ def resume_worker_main(argv: list[str] | None = None) -> int:
     from .power import run_resume_request
     from .providers.registry import build
 
-    cfg, db, slurm = _context(args.config)
+    db, slurm = _context(cfg)
     req = db.get_request(args.request_id)
     db.start_request(req.id, os.getpid())
     parsed = resume_file.parse(_dump(req.resume_file)) if req.resume_file else resume_file.manual(list(req.nodes))
@@ -214,17 +216,12 @@ def _dump(data) -> str:
 # -- SuspendProgram and ResumeFailProgram ------------------------------------------------------
 
 def _terminating_program(program: str, argv, what: str, action) -> int:
-    args, cfg, rc = _early(program, argv, what)
+    args, cfg, nodes, rc = _early(program, argv, what)
     if cfg is None:
         return rc
     from .providers.registry import build
-    from .slurm.hostlists import HostlistError, expand
 
-    try:
-        nodes = expand(args.hostlist)
-    except HostlistError as exc:
-        return _fail(program, f"{exc}; no node touched")
-    cfg, db, slurm = _context(args.config)
+    db, slurm = _context(cfg)
     kind = "suspend" if action.__name__ == "suspend" else "resume_fail"
     request_id = db.add_request(kind, args.hostlist, nodes, None)
     try:
@@ -274,7 +271,7 @@ def prolog_main(argv: list[str] | None = None) -> int:
         return _fail(program, f"SLURM_JOB_ID is {job_id!r}: not run by slurmctld?")
     from .power import gate
 
-    cfg, db, slurm = _context(args.config)
+    db, slurm = _context(cfg)
     env = os.environ
     from .slurm.hostlists import expand
 
