@@ -121,14 +121,15 @@ def sbatch(lab, *args: str) -> int:
     return int(done.stdout.strip().split(";")[0])
 
 
-def wait_until(what: str, predicate, timeout: float = 60, interval: float = 0.5):
+def wait_until(what: str, predicate, timeout: float = 60, interval: float = 0.5, lab=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    detail = f"\n{diagnose(lab)}" if lab is not None else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{detail}")
 
 
 CLOUD_NODES = ["a100-de-0", "a100-de-1", "a100-eu-0", "a100-eu-1"]
@@ -168,10 +169,32 @@ def state_db(bridge_config):
     return StateDB.open(load_config(bridge_config).cluster.state_dir)
 
 
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")
+
+
 def finished(lab, job_id: int) -> bool:
+    """True once the job ended; a job that ended in anything but COMPLETED fails the test, with why."""
     done = subprocess.run(["scontrol", "-o", "show", "job", str(job_id)], env=lab.env(),
                           capture_output=True, text=True)
-    return done.returncode != 0 or "JobState=COMPLETED" in done.stdout
+    if done.returncode != 0:
+        return True
+    state = next((w.split("=", 1)[1] for w in done.stdout.split() if w.startswith("JobState=")), "")
+    if state in TERMINAL and state != "COMPLETED":
+        raise AssertionError(f"job {job_id} ended {state}\n{diagnose(lab)}\n{done.stdout}")
+    return state == "COMPLETED"
+
+
+def diagnose(lab) -> str:
+    """What a person would look at when a lab test times out: queue, nodes, the bridge's logs."""
+    out = []
+    for argv in (["squeue", "-o", "%i %T %r %N %P %f"], ["sinfo", "-N", "-o", "%N %T %E %f"]):
+        out.append(subprocess.run(argv, env=lab.env(), capture_output=True, text=True).stdout)
+    for log in sorted((lab.dir / "bridge" / "log").glob("*.log")):
+        out.append(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-15:]))
+    ctld = lab.dir / "log" / "slurmctld.log"
+    if ctld.exists():
+        out.append("--- slurmctld.log\n" + "\n".join(ctld.read_text().splitlines()[-25:]))
+    return "\n".join(out)
 
 
 def job_record(lab, job_id: int) -> dict:

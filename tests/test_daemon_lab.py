@@ -63,7 +63,7 @@ def test_waiting_job_bursts_home_job_stays_over_budget_job_stays(lab, slurm, dae
     waiting = sbatch(lab, "-p", "gpu", "--gres=gpu:a100:1", "--wrap", "hostname")
     broke = sbatch(lab, "-A", "medical", "-p", "gpu", "--gres=gpu:a100:1", "--wrap", "hostname")
 
-    wait_until(f"job {waiting} ran in the cloud", lambda: finished(lab, waiting), timeout=120)
+    wait_until(f"job {waiting} ran in the cloud", lambda: finished(lab, waiting), timeout=120, lab=lab)
     took = time.time() - submitted
     node = (lab.dir / f"slurm-{waiting}.out").read_text().strip()
     assert node.startswith("a100-"), f"job {waiting} ran on {node}"
@@ -93,7 +93,7 @@ def test_waiting_job_bursts_home_job_stays_over_budget_job_stays(lab, slurm, dae
     for j in fillers + [broke]:
         subprocess.run(["scancel", str(j)], env=lab.env(), check=True)
     home = sbatch(lab, "-p", "gpu", "--gres=gpu:a100:1", "--wrap", "hostname")
-    wait_until(f"job {home} done", lambda: finished(lab, home), timeout=60)
+    wait_until(f"job {home} done", lambda: finished(lab, home), timeout=60, lab=lab)
     assert (lab.dir / f"slurm-{home}.out").read_text().strip() in ("gpu-0", "gpu-1")
     with db(bridge_config) as state:
         assert not [e for e in state.events("burst") if e["job_id"] == home]

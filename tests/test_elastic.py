@@ -16,7 +16,7 @@ from conftest import state_db as db
 
 def test_burst_job_runs_in_its_region_and_the_instance_is_gone_after_suspend(lab, slurm, cloud, bridge_config):
     job = sbatch(lab, "-p", "burst-a100-de", "--gres=gpu:a100:1", "--wrap", "hostname; echo $CUDA_VISIBLE_DEVICES")
-    wait_until(f"job {job} done", lambda: finished(lab, job), timeout=90)
+    wait_until(f"job {job} done", lambda: finished(lab, job), timeout=90, lab=lab)
     out = (lab.dir / f"slurm-{job}.out").read_text().split()
     node = out[0]
     assert node in ("a100-de-0", "a100-de-1") and out[1] == "0"
@@ -50,7 +50,7 @@ def test_burst_job_runs_in_its_region_and_the_instance_is_gone_after_suspend(lab
 
 def test_two_node_job_gets_both_nodes_from_one_region(lab, slurm, cloud, bridge_config):
     job = sbatch(lab, "-p", "burst-a100-eu", "-N", "2", "--gres=gpu:a100:1", "--wrap", "srun hostname")
-    wait_until(f"job {job} done", lambda: finished(lab, job), timeout=90)
+    wait_until(f"job {job} done", lambda: finished(lab, job), timeout=90, lab=lab)
     assert sorted((lab.dir / f"slurm-{job}.out").read_text().split()) == ["a100-eu-0", "a100-eu-1"]
     with db(bridge_config) as state:
         rows = [r for r in state.instances() if job in r.job_ids and r.state != "failed"]
@@ -61,7 +61,7 @@ def test_two_node_job_gets_both_nodes_from_one_region(lab, slurm, cloud, bridge_
 def test_region_at_capacity_zero_moves_the_launch_to_the_next_region(lab, slurm, cloud, bridge_config):
     bridge_config.write_text(bridge_config_text(LAB_DIR, lab_nl=0))
     job = sbatch(lab, "-p", "burst-a100-eu", "--gres=gpu:a100:1", "--wrap", "hostname")
-    wait_until(f"job {job} done", lambda: finished(lab, job), timeout=90)
+    wait_until(f"job {job} done", lambda: finished(lab, job), timeout=90, lab=lab)
     with db(bridge_config) as state:
         rows = sorted((r for r in state.instances() if job in r.job_ids), key=lambda r: r.id)
     assert [(r.region, r.state) for r in rows][0] == ("lab-nl", "failed")

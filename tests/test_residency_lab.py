@@ -34,7 +34,7 @@ def test_de_job_runs_in_de_although_nl_is_cheaper_and_an_nl_node_has_room(lab, s
     eu_job = sbatch(lab, "-p", "burst-a100-eu", "--gres=gpu:a100:1", "--wrap", "hostname; sleep 20")
     def running():
         return job_record(lab, eu_job)["JobState"] == "RUNNING"
-    wait_until(f"job {eu_job} running", running, timeout=90)
+    wait_until(f"job {eu_job} running", running, timeout=90, lab=lab)
     eu_node = job_record(lab, eu_job)["NodeList"]
     assert region_of(bridge_config, eu_job) == "lab-nl"
     [node] = slurm.node_details([eu_node])
@@ -43,11 +43,11 @@ def test_de_job_runs_in_de_although_nl_is_cheaper_and_an_nl_node_has_room(lab, s
     # The NL node has 3 free GPUs, but a `de` job must not land there.
     de_job = sbatch(lab, "-A", "medical", "-p", "burst-a100-eu", "--gres=gpu:a100:1", "--wrap", "hostname")
     assert job_record(lab, de_job)["Features"].endswith("res_de")
-    wait_until(f"job {de_job} done", lambda: finished(lab, de_job), timeout=120)
+    wait_until(f"job {de_job} done", lambda: finished(lab, de_job), timeout=120, lab=lab)
     de_node = (lab.dir / f"slurm-{de_job}.out").read_text().strip()
     assert de_node != eu_node
     assert region_of(bridge_config, de_job) == "lab-de"
-    wait_until(f"job {eu_job} done", lambda: finished(lab, eu_job), timeout=60)
+    wait_until(f"job {eu_job} done", lambda: finished(lab, eu_job), timeout=60, lab=lab)
 
     # The audit agrees, from sacct and the state DB alone.
     done = subprocess.run([CLI, "audit", "residency", "--config", str(bridge_config), "--since", since, "--json"],
@@ -90,7 +90,7 @@ def test_gate_requeues_a_job_placed_where_lost_features_lied(lab, slurm, cloud, 
     """`scontrol reconfigure` resets hand-set features to slurm.conf's (DESIGN B): an NL node then
     claims res_de. The PrologSlurmctld gate must catch the job Slurm places there."""
     eu_job = sbatch(lab, "-p", "burst-a100-eu", "--gres=gpu:a100:1", "--wrap", "sleep 60")
-    wait_until(f"job {eu_job} running", lambda: job_record(lab, eu_job)["JobState"] == "RUNNING", timeout=90)
+    wait_until(f"job {eu_job} running", lambda: job_record(lab, eu_job)["JobState"] == "RUNNING", timeout=90, lab=lab)
     node = job_record(lab, eu_job)["NodeList"]
     assert region_of(bridge_config, eu_job) == "lab-nl"
     subprocess.run(["scontrol", "reconfigure"], env=lab.env(), check=True)
