@@ -293,6 +293,21 @@ def _ago(now, at) -> str:
     return "never" if not at else f"{now - at:.0f}s ago"
 
 
+def cmd_prices_refresh(args) -> int:
+    from .prices import refresh_spot
+    from .providers.registry import build
+
+    cfg = _load(args)
+    db = _state(cfg)
+    done = refresh_spot(cfg, build(cfg), lambda rows, source: db.set_prices(rows, source=source))
+    if not done:
+        print("nothing to refresh: no [providers.aws] or no spot pool with an aws instance type")
+        return 0
+    for region, n in done.items():
+        print(f"{region}: " + ("FAILED (see the log)" if n < 0 else f"{n} spot price(s) stored"))
+    return 1 if any(n < 0 for n in done.values()) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .lab.cluster import DEFAULT_DIR
 
@@ -374,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--provider", choices=("aws", "gcp"), help="the cloud of a SkyPilot vms.csv")
     imp.add_argument("file", help="the CSV file")
     imp.set_defaults(func=cmd_prices_import)
+    ref = prsub.add_parser("refresh", help="fetch current AWS spot prices for the spot pools",
+                           description="Ask AWS (describe_spot_price_history) for the current spot price of every "
+                                       "spot pool's instance type in every configured region, and store them.")
+    ref.add_argument("--config", help=CONFIG_HELP)
+    ref.set_defaults(func=cmd_prices_refresh)
 
     dmn = sub.add_parser("daemon", help="run the burst daemon (systemd service)",
                          description="Watch pending jobs in the on-prem partitions, make them eligible for cloud "

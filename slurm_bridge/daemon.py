@@ -200,6 +200,15 @@ class Daemon:
         self._write_status()
         return report
 
+    def refresh_prices(self) -> dict[str, int]:
+        from .prices import refresh_spot
+
+        started = time.monotonic()
+        done = refresh_spot(self.cfg, self.providers, lambda rows, source: self.db.set_prices(rows, source=source))
+        log.info(kv(event="prices_refreshed", **{r.replace("-", "_"): n for r, n in done.items()}))
+        self._observe("prices", started)
+        return done
+
     def _observe(self, loop: str, started: float) -> None:
         if self.metrics:
             self.metrics.observe_loop(loop, time.monotonic() - started)
@@ -250,6 +259,9 @@ class Daemon:
                       id="watch", next_run_time=_now_dt())
         sched.add_job(guarded("reconcile", self.reconcile_once), "interval",
                       seconds=self.cfg.policy.reconcile_interval, id="reconcile", next_run_time=_now_dt())
+        if self.cfg.aws is not None:
+            sched.add_job(guarded("prices", self.refresh_prices), "interval", seconds=3600, id="prices",
+                          next_run_time=_now_dt())
         ping = sdnotify.watchdog_interval()
         if ping:
             # Only a daemon whose watch loop still completes is alive: a hung Slurm call stops the pings.

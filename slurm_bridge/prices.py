@@ -164,3 +164,26 @@ def book_for(overrides: Iterable, stored: Iterable[Mapping] = ()) -> PriceBook:
     """Stored (imported, refreshed) prices, with the config's [prices.overrides] on top."""
     return PriceBook(from_rows(stored),
                      [Price(o.provider, o.region, o.instance_type, o.ondemand, o.spot) for o in overrides])
+
+
+def refresh_spot(cfg, providers: Mapping, store) -> dict[str, int]:
+    """Ask AWS for the current Spot price of every spot pool's instance type in every configured region,
+    and store it (`store(rows, source)`). Returns rows stored per region; a region that fails is
+    skipped and named in the result with -1, the others still refresh."""
+    aws = providers.get("aws")
+    if aws is None or cfg.aws is None:
+        return {}
+    types = sorted({p.instance_types["aws"] for p in cfg.pools if p.spot and "aws" in p.instance_types})
+    out: dict[str, int] = {}
+    for region in cfg.aws.regions:
+        if not types:
+            break
+        try:
+            found = aws.spot_prices(region, types)
+        except BridgeError:
+            out[region] = -1
+            continue
+        rows = [{"provider": "aws", "region": region, "instance_type": t, "spot": p} for t, p in found.items()]
+        store(rows, "aws:describe_spot_price_history")
+        out[region] = len(rows)
+    return out
