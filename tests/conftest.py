@@ -154,12 +154,17 @@ def cloud(lab, slurm, bridge_config):
         return idle and not [i for i in provider().list_instances("sbtest") if i.state == "running"]
 
     yield provider
-    subprocess.run(["scancel", "-u", "root", "-p", "burst-a100-de,burst-a100-eu"], env=lab.env(), check=False)
+    # scancel -p takes one partition; a requeued job left behind would run again in the next test.
+    for partition in ("burst-a100-de", "burst-a100-eu"):
+        subprocess.run(["scancel", "-p", partition], env=lab.env(), check=True)
+    wait_until("burst jobs gone", lambda: not subprocess.run(
+        ["squeue", "-h", "-p", "burst-a100-de,burst-a100-eu", "-t", "PD,CF,R,CG"], env=lab.env(),
+        capture_output=True, text=True).stdout.strip(), timeout=60, lab=lab)
     bridge_config.write_text(bridge_config_text(LAB_DIR))
     up = [n.name for n in slurm.node_details(CLOUD_NODES) if not n.powered_down]
     if up:
         slurm.update_nodes(up, state="POWER_DOWN_FORCE")
-    wait_until("cloud nodes powered down and instances gone", quiet, timeout=90, interval=1)
+    wait_until("cloud nodes powered down and instances gone", quiet, timeout=90, interval=1, lab=lab)
 
 
 def state_db(bridge_config):
@@ -186,7 +191,7 @@ def finished(lab, job_id: int) -> bool:
 
 def diagnose(lab) -> str:
     """What a person would look at when a lab test times out: queue, nodes, the bridge's logs."""
-    out = []
+    out = [f"local instances: {[(p.name, p.parent.name) for p in (lab.dir / 'cloud').glob('*/*.json')]}"]
     for argv in (["squeue", "-o", "%i %T %r %N %P %f"], ["sinfo", "-N", "-o", "%N %T %E %f"]):
         out.append(subprocess.run(argv, env=lab.env(), capture_output=True, text=True).stdout)
     for log in sorted((lab.dir / "bridge" / "log").glob("*.log")):
