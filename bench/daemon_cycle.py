@@ -1,0 +1,1360 @@
+"""CPU time and memory of one daemon cycle (watch + reconcile) at 50,000 pending jobs and 5,000 cloud nodes.
+
+Issue 5 sets the targets: one `Daemon.watch_once()` plus one `Daemon.reconcile_once()` in at most
+1 s of CPU, and the daemon in at most 150 MB of RSS, with 50,000 pending jobs and 5,000 cloud nodes.
+
+Run (from the repository root):
+
+    .venv/bin/python bench/daemon_cycle.py [--jobs 50000] [--nodes 5000] [--repeat 3] [--json]
+                                           [--profile] [--what-if] [--no-metrics] [--keep]
+
+What is real and what is not:
+
+- Slurm's side goes through the real parsing. The output of `squeue --json` and `sinfo --json` is
+  REAL output captured from the lab (tests/fixtures/slurm-22.05.8/squeue.json, sinfo_cloud.json),
+  scaled up: its pending job records are the templates of 50,000 pending jobs (distinct ids, submit
+  times, accounts, users, GRES forms, arrays), its running and completed ones of the jobs running
+  on-prem and on the cloud nodes, its node records of the pool nodes and 500 on-prem nodes. The text
+  is printed as Slurm 22.05 prints it (2-space indent, `\\/`). `BenchSlurm` is the real `CliSlurm`
+  with only `run(argv)` replaced: it returns that text from a file instead of starting the command,
+  so `json.loads`, the models and everything above them are measured, slurmctld's own time is not.
+  `scontrol update` calls are counted and answered with "" (not timed: starting a command costs this
+  process about 0.4 ms of CPU and 1.2 ms of wall time, measured with /bin/true).
+- The state DB is a real one (slurm_bridge.state.StateDB, its own schema and migrations), filled with
+  the active instance rows that match the Slurm view and the provider listing, plus history
+  (terminated and failed rows over 60 days, their requests and events, expired and active blocks).
+  Account budgets are set from this month's spend in it, so one account is over budget.
+- The provider is a stand-in: `StandInProvider.list_instances` returns prebuilt `Instance`s for the
+  active rows. A real provider's listing cost is network-bound (cloud API pages) and is measured
+  elsewhere (bench/aws_launch_calls.py); it is not part of the target.
+- `Daemon` is constructed normally from the bench config (that opens the state DB and builds a
+  LocalProvider that is never used), then `daemon.slurm` and `daemon.providers` are replaced by the
+  two doubles above: Daemon has no parameter to inject them. `daemon.metrics` is a real `Metrics()`
+  (not served): with `--metrics-port`, as the systemd unit suggests, the watch loop also updates
+  the gauges, which costs one more `sinfo --json`. `--no-metrics` leaves it off.
+
+Three processes: this one (stays small), one that builds the fixtures (grows to ~1.5 GB), and the
+measuring one, a daemon-like process (imports, config, DB, the cycles). A child inherits its
+parent's peak RSS in ru_maxrss through vfork + exec, hence the separate builder. In the measuring
+process: one warm-up cycle, then REPEAT measured cycles, each `time.process_time()` around
+`watch_once()` + `reconcile_once()` (the median is judged); then one cycle with coarse per-step
+timers, one under tracemalloc, with `--profile` one under cProfile, and with `--what-if` the
+prototype fixes below (bench only: slurm_bridge/ is not changed). Peak RSS is the larger of
+`getrusage(RUSAGE_SELF).ru_maxrss` and VmHWM. Exit status 1 when a target is missed.
+
+Nothing reaches a cluster, the lab or a cloud. Everything is written in a temp dir, removed at the end
+(`--keep` keeps it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures" / "slurm-22.05.8"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from datetime import UTC, datetime
+
+from slurm_bridge import policy, residency
+from slurm_bridge.errors import SlurmError
+from slurm_bridge.models import Job
+from slurm_bridge.policy import Decision
+from slurm_bridge.providers.base import TOKEN_TAG, Instance
+from slurm_bridge.slurm import parse
+from slurm_bridge.slurm.cli_backend import CliSlurm
+
+CPU_TARGET_S = 1.0
+RSS_TARGET_MB = 150.0
+SEED = 5          # issue 5; the fixtures are the same on every run
+
+# --- the bench config -------------------------------------------------------------------------
+
+# Pool sizes are shares of --nodes (5,000 by default: 1,500 + 1,500 + 1,000 + 1,000).
+POOLS = [  # name, share, zone, cpus, memory_mb, gpus, spot, local instance type
+    ("a100-de", 0.30, "de", 96, 1000000, "a100:8", False, "lab-a100x8"),
+    ("a100-eu", 0.30, "eu", 96, 1000000, "a100:8", False, "lab-a100x8"),
+    ("h100-eu", 0.20, "eu", 192, 2000000, "h100:8", False, "lab-h100x8"),
+    ("l4-any", 0.20, "any", 32, 192000, "l4:4", True, "lab-l4x4"),
+]
+REGIONS = [  # name, country, {instance type: USD/h}, {spot}
+    ("lab-de-fra", "DE", {"lab-a100x8": 32.8, "lab-h100x8": 98.3, "lab-l4x4": 4.1}, {"lab-l4x4": 1.6}),
+    ("lab-de-ber", "DE", {"lab-a100x8": 33.9, "lab-h100x8": 101.0, "lab-l4x4": 4.3}, {"lab-l4x4": 1.9}),
+    ("lab-nl-ams", "NL", {"lab-a100x8": 31.2, "lab-h100x8": 96.0, "lab-l4x4": 3.9}, {"lab-l4x4": 1.4}),
+    ("lab-fr-par", "FR", {"lab-a100x8": 30.9, "lab-h100x8": 95.1, "lab-l4x4": 3.8}, {"lab-l4x4": 1.5}),
+    ("lab-pl-waw", "PL", {"lab-a100x8": 29.5, "lab-l4x4": 3.6}, {"lab-l4x4": 1.2}),
+    ("lab-ch-zrh", "CH", {"lab-a100x8": 36.0, "lab-l4x4": 4.8}, {}),
+    ("lab-us-east", "US", {"lab-a100x8": 27.4, "lab-h100x8": 88.0, "lab-l4x4": 3.2}, {"lab-l4x4": 1.0}),
+]
+BLOCKED_REGION = "lab-fr-par"     # one active capacity block, as after a failed launch
+# Budgets are set from the history in the DB: this month's spend times the factor.
+ACCOUNTS = [  # name, zone, budget factor or None (no budget), burst, weight among pending jobs
+    ("medical", "de", 1.5, True, 12),
+    ("physics", "any", 2.0, True, 22),
+    ("ml", "any", 1.5, True, 30),
+    ("climate", "eu", None, True, 12),
+    ("bio", "dach", 1.3, True, 10),
+    ("chem", "eu", 0.8, True, 8),          # spent more than its budget: over_budget
+    ("ops", "eu", None, False, 3),         # does not burst
+    ("student", "eu", None, True, 3),      # not listed: [accounts.default]
+]
+ONPREM_NODES = 500
+WATCHED = ("gpu", "gpu-long")
+
+CONFIG = """\
+[cluster]
+name = "bench"
+state_dir = "{state_dir}"
+country = "DE"
+
+[slurm]
+watch_partitions = {watched}
+suspend_timeout = 600
+slurm_conf = "{slurm_conf}"
+
+[policy]
+burst_after = 600
+poll_interval = 15
+max_cloud_nodes = {max_cloud_nodes}
+
+[zones]
+de = ["DE"]
+dach = ["DE", "AT", "CH"]
+eu = "EU"
+any = "*"
+
+[accounts.default]
+zone = "eu"
+{accounts}
+{pools}
+[providers.local]
+lab_dir = "{lab_dir}"              # does not exist: the LocalProvider the daemon builds is never used
+{regions}"""
+
+
+def pool_sizes(total: int) -> dict[str, int]:
+    sizes = {p[0]: int(total * p[1]) for p in POOLS}
+    sizes[POOLS[0][0]] += total - sum(sizes.values())
+    return sizes
+
+
+def _inline(table: dict[str, float]) -> str:
+    return "{ " + ", ".join(f'"{k}" = {v}' for k, v in table.items()) + " }"
+
+
+def render_config(tmp: Path, nodes: int, max_cloud_nodes: int, budgets: dict[str, float]) -> str:
+    sizes = pool_sizes(nodes)
+    accounts = "".join(
+        f"\n[accounts.{name}]\nzone = \"{zone}\"\n"
+        + (f"budget_usd_month = {budgets.get(name, 1000)}\n" if factor is not None else "")
+        + ("" if burst else "burst = false\n")
+        for name, zone, factor, burst, _ in ACCOUNTS if name != "student")
+    pools = "".join(
+        f"\n[[pools]]\nname = \"{name}\"\nsize = {sizes[name]}\nzone = \"{zone}\"\ncpus = {cpus}\n"
+        f"memory_mb = {mem}\ngpus = \"{gpus}\"\nspot = {'true' if spot else 'false'}\n"
+        f"instance_types = {{ local = \"{itype}\" }}\n"
+        for name, _, zone, cpus, mem, gpus, spot, itype in POOLS)
+    regions = "".join(
+        f"\n[[providers.local.regions]]\nname = \"{name}\"\ncountry = \"{country}\"\ncapacity = 2000\n"
+        f"boot_seconds = 60\nprices = {_inline(prices)}\n" + (f"spot_prices = {_inline(spot)}\n" if spot else "")
+        for name, country, prices, spot in REGIONS)
+    return CONFIG.format(state_dir=tmp / "state", slurm_conf=tmp / "no-slurm.conf", lab_dir=tmp / "no-lab",
+                         watched=json.dumps(list(WATCHED)), max_cloud_nodes=max_cloud_nodes,
+                         accounts=accounts, pools=pools, regions=regions)
+
+
+# --- Slurm output, scaled up from the captured fixtures -------------------------------------------
+
+def slurm_text(data: dict) -> str:
+    """JSON the way Slurm 22.05 prints it: 2-space indent and '/' escaped (only strings hold '/')."""
+    return json.dumps(data, indent=2).replace("/", "\\/")
+
+
+# (weight, tres_per_node, tres_per_job, tres_per_task, nodes, tasks, cpus, mem/cpu MB, mem/node MB)
+# The GRES forms 22.05 writes: --gres=gpu:a100:4 and --gpus-per-node are tres_per_node
+# "gres:gpu:[type:]N"; --gpus=N is tres_per_job; --gpus-per-task is tres_per_task.
+SHAPES = [
+    (20, "gres:gpu:a100:4", "", "", 1, 1, 32, 4000, None),
+    (14, "gres:gpu:a100:8", "", "", 2, 2, 192, None, 900000),
+    (6, "gres:gpu:a100:8", "", "", 4, 4, 384, None, 900000),
+    (10, "gres:gpu:2", "", "", 1, 1, 8, 8000, None),
+    (8, "gres:gpu:1", "", "", 2, 2, 2, 1000, None),            # the fixture's job 7 shape
+    (8, "gres:gpu:h100:8", "", "", 1, 8, 96, None, 1500000),
+    (10, "gres:gpu:l4:1", "", "", 1, 1, 4, 16000, None),
+    (8, "", "gres:gpu:16", "", 2, 16, 64, 8000, None),
+    (6, "", "", "gres:gpu:1", 1, 4, 4, 16000, None),
+    (4, "gres:gpu:a100:16", "", "", 1, 1, 8, 4000, None),       # fits no pool (8 GPUs per node at most)
+    (3, "gres:gpu:l4:4", "", "", 1, 1, 16, None, 500000),       # more memory than the l4 pool has
+    (3, "", "", "", 1, 1, 16, 4000, None),                      # CPU-only job in the GPU partition
+]
+REASONS = [("Priority", 55), ("Resources", 17), ("Dependency", 12), ("JobHeldUser", 6),
+           ("QOSMaxGRESPerUser", 4), ("AssocGrpGRES", 3), ("BeginTime", 3)]
+FEATURES = [("", 84), ("onprem", 5), ("res_de", 5), ("a100", 3), ("res_eu&a100", 2), ("res_dach", 1)]
+
+
+def _weighted(rng: random.Random, pairs):
+    """One value of PAIRS, a list of (value, weight)."""
+    return rng.choices([v for v, _ in pairs], weights=[w for _, w in pairs])[0]
+
+
+def _shape(rng: random.Random):
+    return rng.choices(SHAPES, weights=[s[0] for s in SHAPES])[0]
+
+
+def _gpus_in(shape) -> int:
+    _, per_node, per_job, per_task, nodes, tasks = shape[:6]
+    for spec, mult in ((per_node, nodes), (per_job, 1), (per_task, tasks)):
+        if spec:
+            return int(spec.rsplit(":", 1)[1]) * mult
+    return 0
+
+
+def _job(template: dict, job_id: int, *, state: str, reason: str, partition: str, account: str, user: int,
+         submit: int, shape, features: str = "", batch: bool = True, array: str | None = None,
+         array_task: int | None = None, array_job: int = 0, nodes_alloc: str = "", start: int = 0) -> dict:
+    j = copy.deepcopy(template)
+    _, per_node, per_job, per_task, nodes, tasks, cpus, mem_cpu, mem_node = shape
+    mem = (mem_node or (mem_cpu or 0) * cpus // max(nodes, 1)) * nodes
+    gpus = _gpus_in(shape)
+    j.update({
+        "job_id": job_id, "job_state": state, "state_reason": reason, "partition": partition,
+        "account": account, "user_name": f"u{user:04d}", "user_id": 10000 + user, "group_id": 10000 + user,
+        "group_name": f"u{user:04d}", "name": f"train-{job_id % 997}",
+        "command": f"/home/u{user:04d}/jobs/train-{job_id % 997}.sh",
+        "current_working_directory": f"/home/u{user:04d}/jobs",
+        "standard_output": f"/home/u{user:04d}/jobs/slurm-{job_id}.out",
+        "standard_error": f"/home/u{user:04d}/jobs/slurm-{job_id}.out",
+        "submit_time": submit, "eligible_time": submit if reason not in ("Dependency", "JobHeldUser") else 0,
+        "accrue_time": submit if reason in ("Priority", "Resources") else 0,
+        "priority": 0 if reason == "JobHeldUser" else 4294901759 - job_id % 100000,
+        "tres_per_node": per_node, "tres_per_job": per_job, "tres_per_task": per_task,
+        "node_count": nodes, "tasks": tasks, "cpus": cpus,
+        "memory_per_cpu": mem_cpu, "memory_per_node": mem_node,
+        "minimum_cpus_per_node": -(-cpus // nodes),
+        "tres_req_str": f"cpu={cpus},mem={mem}M,node={nodes},billing={cpus}"
+                        + (f",gres/gpu={gpus}" if gpus else ""),
+        "features": features, "batch_flag": batch, "time_limit": 2880 if partition.startswith("gpu-long") else 720,
+        "array_job_id": array_job, "array_task_id": array_task, "array_task_string": array or "",
+        "nodes": nodes_alloc, "start_time": start,
+    })
+    if state == "RUNNING":
+        j["batch_host"] = nodes_alloc.split(",")[0]
+        j["tres_alloc_str"] = j["tres_req_str"]
+        if j.get("job_resources"):
+            j["job_resources"]["nodes"] = nodes_alloc
+            for n in j["job_resources"].get("allocated_nodes", []):
+                n["nodename"] = j["batch_host"]
+    return j
+
+
+def build_squeue(rng: random.Random, templates: dict, now: int, pending: int, eligible_nodes: int,
+                 running_cloud: list[tuple[str, str]], burst_parts: dict[str, str]) -> tuple[dict, dict]:
+    """The squeue --json document: PENDING jobs (the first ones already eligible, holding ELIGIBLE_NODES
+    cloud nodes between them), jobs running on-prem and on the cloud nodes, and recently completed ones."""
+    jobs, stats = [], {"pending": 0, "already_eligible_jobs": 0, "already_eligible_nodes": 0,
+                       "running": 0, "completed": 0, "array_records": 0}
+    next_id = 100_000
+    accounts = [(a[0], a[4]) for a in ACCOUNTS]
+    fitting = {"a100-de": "gres:gpu:a100:4", "a100-eu": "gres:gpu:a100:4", "h100-eu": "gres:gpu:h100:8",
+               "l4-any": "gres:gpu:l4:1"}
+    pools = list(burst_parts)
+    # Completed within MinJobAge: squeue still lists them.
+    for _ in range(100):
+        jobs.append(_job(templates["completed"], next_id, state="COMPLETED", reason="None", partition="gpu",
+                         account=_weighted(rng, accounts), user=rng.randrange(400), submit=now - rng.randrange(900, 4000),
+                         shape=SHAPES[0], nodes_alloc=f"gpu-{rng.randrange(ONPREM_NODES)}", start=now - 800))
+        next_id += 1
+    # Running on-prem, one job per node.
+    for n in range(ONPREM_NODES):
+        jobs.append(_job(templates["running"], next_id, state="RUNNING", reason="None", partition="gpu",
+                         account=_weighted(rng, accounts), user=rng.randrange(400),
+                         submit=now - rng.randrange(3600, 3 * 86400), shape=SHAPES[0], nodes_alloc=f"gpu-{n}",
+                         start=now - rng.randrange(60, 86400)))
+        next_id += 1
+    # Running in the cloud: one job on each allocated cloud node, in its burst partition.
+    for node, pool in running_cloud:
+        shape = next(s for s in SHAPES if s[1] == fitting[pool])
+        jobs.append(_job(templates["running"], next_id, state="RUNNING", reason="None",
+                         partition=burst_parts[pool], account=_weighted(rng, accounts), user=rng.randrange(400),
+                         submit=now - rng.randrange(3600, 3 * 86400), shape=shape, nodes_alloc=node,
+                         start=now - rng.randrange(60, 86400)))
+        next_id += 1
+    stats["running"] = ONPREM_NODES + len(running_cloud)
+    stats["completed"] = 100
+    # Pending: first the already-eligible ones, until they hold ELIGIBLE_NODES nodes.
+    held = 0
+    while stats["pending"] < pending:
+        eligible = held < eligible_nodes
+        shape = _shape(rng)
+        if eligible:
+            shape = next(s for s in SHAPES if s[1] == "gres:gpu:a100:4") if rng.random() < 0.7 else \
+                next(s for s in SHAPES if s[1] == "gres:gpu:a100:8" and s[4] == 2)
+            shape = shape if held + shape[4] <= eligible_nodes else SHAPES[0]
+        template = templates["pending"][rng.randrange(len(templates["pending"]))]
+        reason = rng.choice(("Resources", "Priority")) if eligible else _weighted(rng, REASONS)
+        own = rng.choices(WATCHED, weights=(85, 15))[0]
+        partition = own
+        if eligible:
+            partition = ",".join([own] + [burst_parts[p] for p in rng.sample(pools[:2], rng.choice((1, 2)))])
+        # 10 % were submitted less than burst_after (600 s) ago; the rest up to 3 days ago.
+        age = rng.randrange(0, 600) if rng.random() < 0.10 and not eligible else rng.randrange(600, 3 * 86400)
+        array = task = None
+        array_job = 0
+        r = rng.random()
+        if r < 0.06:                 # a pending array's meta record, as the fixture's job 7
+            array, array_job = f"0-{rng.choice((9, 49, 99, 499))}%{rng.choice((4, 8, 16))}", next_id
+            stats["array_records"] += 1
+        elif r < 0.12:               # one split-off task of an array
+            array_job, task = next_id - rng.randrange(1, 50), rng.randrange(0, 100)
+        features = "" if eligible else _weighted(rng, FEATURES)
+        jobs.append(_job(template, next_id, state="PENDING", reason=reason, partition=partition,
+                         account=_weighted(rng, accounts), user=rng.randrange(400), submit=now - age, shape=shape,
+                         features=features, batch=eligible or rng.random() > 0.02, array=array,
+                         array_task=task, array_job=array_job))
+        stats["pending"] += 1
+        if eligible:
+            held += shape[4]
+            stats["already_eligible_jobs"] += 1
+            stats["already_eligible_nodes"] += shape[4]
+        next_id += 1
+    # squeue lists by job id, not by submit time: mix them a little as slurmctld's job list does.
+    rng.shuffle(jobs)
+    jobs.sort(key=lambda j: j["job_id"] // 64)
+    doc = json.loads((FIXTURES / "squeue.json").read_text())
+    doc["jobs"] = jobs
+    return doc, stats
+
+
+def build_sinfo(rng: random.Random, cfg, templates: dict, now: int, active: dict[str, dict],
+                down_nodes: set[str]) -> dict:
+    """sinfo --json: on-prem nodes, then every pool node in the state its DB row implies."""
+    from slurm_bridge import nodestate, selector
+
+    nodes = []
+    for n in range(ONPREM_NODES):
+        rec = copy.deepcopy(templates["onprem"])
+        rec.update({"name": f"gpu-{n}", "hostname": f"gpu-{n}", "address": f"10.20.{n // 250}.{n % 250 + 1}",
+                    "state": "allocated", "alloc_cpus": rec["cpus"], "idle_cpus": 0,
+                    "partitions": ["gpu", "gpu-long"]})
+        nodes.append(rec)
+    for pool in cfg.pools:
+        gpus = f"gpu:{pool.gpu_type}:{pool.gpu_count}"
+        powered_down = nodestate.pool_wide_features(cfg, f"{pool.name}-0")
+        for name in pool.node_names:
+            rec = copy.deepcopy(templates["cloud"])
+            rec.update({"name": name, "hostname": name, "address": name, "partitions": [pool.partition],
+                        "cpus": pool.cpus, "sockets": pool.cpus, "idle_cpus": pool.cpus,
+                        "real_memory": pool.memory_mb, "gres": gpus,
+                        "gres_used": f"gpu:{pool.gpu_type}:0(IDX:N/A)",
+                        "tres": f"cpu={pool.cpus},mem={pool.memory_mb}M,billing={pool.cpus},gres/gpu={pool.gpu_count}",
+                        "features": ",".join(powered_down), "active_features": ",".join(powered_down)})
+            row = active.get(name)
+            if row is not None:
+                country = selector.country_of(cfg, "local", row["region"])
+                feats = ",".join(nodestate.running_features(cfg, name, country))
+                state, flags = {"running": (row["slurm_state"], ["CLOUD"]),
+                                "launching": ("allocated", ["CLOUD", "POWERING_UP"]),
+                                "terminating": ("idle", ["CLOUD", "POWERING_DOWN"])}[row["state"]]
+                rec.update({"state": state, "state_flags": flags, "address": row["address"],
+                            "comment": f"local/{row['region']}/{row['instance_id']}",
+                            "features": feats, "active_features": feats,
+                            "boot_time": int(row["launched_at"]) + 60, "slurmd_start_time": int(row["launched_at"]) + 60,
+                            "last_busy": now - rng.randrange(0, 600)})
+                if state in ("allocated", "mixed"):
+                    rec.update({"alloc_cpus": pool.cpus, "idle_cpus": 0, "alloc_memory": pool.memory_mb // 2})
+            elif name in down_nodes:    # down~ after a failed launch: reconcile returns it to the pool
+                rec.update({"state": "down", "state_flags": ["CLOUD", "POWERED_DOWN"],
+                            "reason": "slurm-bridge: no launchable region inside the job's zone",
+                            "reason_changed_at": now - 3000})
+            nodes.append(rec)
+    doc = json.loads((FIXTURES / "sinfo_cloud.json").read_text())
+    doc["nodes"] = nodes
+    return doc
+
+
+# What-if only: the same pending jobs as one narrow line each, the shape of
+#   squeue --noheader --array -t PENDING -p gpu,gpu-long -O "JobID:|,ArrayJobID:|,..."
+# (filters that 22.05 honours for text output but not for --json). The field list and the
+# rendering of each field are this benchmark's, NOT captured from Slurm: before the daemon
+# relies on such a format, capture it from the lab into tests/fixtures like the JSON.
+NARROW_FIELDS = ("job_id", "array_job_id", "array_task", "user_name", "account", "partition", "job_state",
+                 "state_reason", "submit_time", "start_time", "time_limit", "node_count", "cpus",
+                 "memory_per_cpu", "memory_per_node", "tres_per_node", "tres_per_job", "tres_per_task", "tasks",
+                 "features", "batch_flag", "requeue", "nodes", "admin_comment", "name")
+
+
+def _iso(ts) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) if ts else "N/A"
+
+
+def narrow_squeue(doc: dict) -> str:
+    out = []
+    for j in doc["jobs"]:
+        if j["job_state"] != "PENDING" or not set(WATCHED) & set(j["partition"].split(",")):
+            continue
+        task = j["array_task_id"] if j["array_task_id"] is not None else (j["array_task_string"] or "N/A")
+        row = {**j, "array_task": task, "submit_time": _iso(j["submit_time"]), "start_time": _iso(j["start_time"]),
+               "batch_flag": int(bool(j["batch_flag"])), "requeue": int(bool(j["requeue"]))}
+        out.append("|".join("N/A" if row[f] in (None, "") else str(row[f]) for f in NARROW_FIELDS))
+    return "\n".join(out) + "\n"
+
+
+# --- the state DB ---------------------------------------------------------------------------------
+
+def fill_db(rng: random.Random, cfg, now: int, active_plan: list[tuple[str, str, str]], history: int) -> dict:
+    """Active rows (one per active node) and HISTORY closed rows, with their requests and events.
+
+    Written with plain executemany in a few transactions: the per-row API would take minutes, and only
+    the content matters to the cycle. The schema is the one StateDB itself creates and migrates.
+    """
+    from slurm_bridge.state import StateDB
+
+    StateDB.open(cfg.cluster.state_dir).close()
+    path = cfg.cluster.state_dir / "state.db"
+    conn = sqlite3.connect(str(path))
+    conn.execute("PRAGMA journal_mode = WAL")
+    regions_of = {}
+    for pool in cfg.pools:
+        regions_of[pool.name] = [r for r in cfg.local_regions if pool.zone.contains(r.country)
+                                 and pool.instance_types["local"] in r.prices]
+    price = {(r.name, t): (r.spot_prices.get(t) or p) for r in cfg.local_regions for t, p in r.prices.items()}
+    accounts = [(a[0], a[4]) for a in ACCOUNTS if a[3]]
+    req_rows, inst_rows, ev_rows = [], [], []
+    active: dict[str, dict] = {}
+    req_id = 0
+
+    def request(kind, nodes, at):
+        nonlocal req_id
+        req_id += 1
+        hostlist = ",".join(nodes)
+        req_rows.append((req_id, kind, hostlist, json.dumps(nodes), None, at, "done", at + rng.uniform(5, 90),
+                         None, 4000 + req_id % 30000))
+        return req_id
+
+    def event(ts, kind, node, job_id, request_id, **data):
+        ev_rows.append((ts, kind, node, job_id, request_id, json.dumps(data, sort_keys=True)))
+
+    # History: closed rows over the last 60 days, in requests of 1-8 nodes.
+    pools = [p for p in cfg.pools]
+    sizes = [p.size for p in pools]
+    i = 0
+    while i < history:
+        pool = rng.choices(pools, weights=sizes)[0]
+        k = min(rng.choice((1, 1, 2, 4, 8)), history - i)
+        start = now - rng.uniform(600, 60 * 86400)
+        nodes = [f"{pool.name}-{rng.randrange(pool.size)}" for _ in range(k)]
+        rid = request("resume", nodes, start)
+        job_id = rng.randrange(10_000, 99_999)
+        account = _weighted(rng, accounts)
+        region = rng.choice(regions_of[pool.name])
+        itype = pool.instance_types["local"]
+        event(start - 30, "burst", None, job_id, None, pools=[pool.name], partitions=["gpu", pool.partition])
+        failed = rng.random() < 0.03
+        end = start + rng.uniform(1800, 30 * 3600)
+        for node in nodes:
+            token = f"{rid}-{node}-{rng.getrandbits(32):08x}"
+            iid = None if failed else f"i-{rng.getrandbits(64):016x}"
+            state = "failed" if failed else "terminated"
+            inst_rows.append((node, pool.name, "local", region.name, None, itype, price[(region.name, itype)],
+                              int(pool.spot), json.dumps([job_id]), rid, token, iid,
+                              None if failed else f"10.{rng.randrange(64, 128)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+                              state, None if failed else start + 20, None if failed else start + 90,
+                              start + 25 if failed else end, "capacity: no capacity left" if failed else None,
+                              start, end, account))
+            if failed:
+                event(start + 25, "launch_failed", None, job_id, rid, nodes=[node], error="capacity")
+            else:
+                event(start + 20, "launched", node, job_id, rid, provider="local", region=region.name,
+                      country=region.country, instance_id=iid, price_per_hour=price[(region.name, itype)])
+                event(start + 90, "running", node, None, None)
+                event(end, "terminated", node, None, None, provider="local", region=region.name, instance_id=iid)
+        if not failed:
+            request("suspend", nodes, end - 1)
+        i += k
+
+    # Active rows: what runs now, one per active node; the rows' ids are the listing's.
+    for node, pool_name, state in active_plan:
+        pool = cfg.pool(pool_name)
+        region = rng.choice([r for r in regions_of[pool_name] if r.name != BLOCKED_REGION] or regions_of[pool_name])
+        itype = pool.instance_types["local"]
+        launched = now - (rng.uniform(30, 200) if state == "launching" else rng.uniform(900, 5 * 86400))
+        rid = request("resume", [node], launched - 20)
+        job_id = rng.randrange(100_000, 160_000)
+        iid = f"i-{rng.getrandbits(64):016x}"
+        address = f"10.{128 + rng.randrange(64)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        updated = now - 30 if state == "terminating" else launched + 90
+        inst_rows.append((node, pool_name, "local", region.name, None, itype, price[(region.name, itype)],
+                          int(pool.spot), json.dumps([job_id]), rid, f"{rid}-{node}-{rng.getrandbits(32):08x}",
+                          iid, address, state, launched, None if state == "launching" else launched + 90,
+                          None, None, launched - 20, updated, _weighted(rng, accounts)))
+        event(launched, "launched", node, job_id, rid, provider="local", region=region.name,
+              country=region.country, instance_id=iid, price_per_hour=price[(region.name, itype)])
+        active[node] = {"region": region.name, "instance_id": iid, "address": address, "state": state,
+                        "launched_at": launched, "itype": itype, "pool": pool_name,
+                        "slurm_state": rng.choices(("allocated", "mixed", "idle"), weights=(80, 10, 10))[0],
+                        "token": inst_rows[-1][10]}
+    with conn:
+        conn.executemany("INSERT INTO requests (id, kind, hostlist, nodes_json, resume_file_json, received_at, "
+                         "state, finished_at, error, worker_pid) VALUES (?,?,?,?,?,?,?,?,?,?)", req_rows)
+        conn.executemany("INSERT INTO instances (node, pool, provider, region, zone, instance_type, price_per_hour, "
+                         "spot, job_ids_json, request_id, client_token, instance_id, address, state, launched_at, "
+                         "running_at, terminated_at, error, created_at, updated_at, account) "
+                         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", inst_rows)
+        ev_rows.sort(key=lambda e: e[0])
+        conn.executemany("INSERT INTO events (ts, kind, node, job_id, request_id, data_json) VALUES (?,?,?,?,?,?)",
+                         ev_rows)
+        for k in range(30):     # expired blocks, and one active one
+            t = now - rng.uniform(3600, 30 * 86400)
+            conn.execute("INSERT INTO blocks (provider, region, zone, scope, kind, reason, created_at, until) "
+                         "VALUES ('local', ?, NULL, 'region', 'capacity', 'capacity: no capacity left', ?, ?)",
+                         (rng.choice(REGIONS)[0], t, t + 600))
+        conn.execute("INSERT INTO blocks (provider, region, zone, scope, kind, reason, created_at, until) "
+                     "VALUES ('local', ?, NULL, 'region', 'capacity', 'capacity: no capacity left', ?, ?)",
+                     (BLOCKED_REGION, now - 60, now + 7 * 86400))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return {"active": active, "rows": len(inst_rows), "requests": len(req_rows), "events": len(ev_rows),
+            "mb": round(path.stat().st_size / 2**20, 1)}
+
+
+# --- setup (parent) ---------------------------------------------------------------------------------
+
+def setup(tmp: Path, jobs: int, nodes: int, history: int, headroom: int) -> dict:
+    from slurm_bridge.config import load_config
+    from slurm_bridge.state import StateDB
+
+    rng = random.Random(SEED)
+    now = int(time.time())
+    squeue_fixture = json.loads((FIXTURES / "squeue.json").read_text())
+    sinfo_fixture = json.loads((FIXTURES / "sinfo_cloud.json").read_text())
+    by_state = {"pending": [j for j in squeue_fixture["jobs"] if j["job_state"] == "PENDING"],
+                "running": next(j for j in squeue_fixture["jobs"] if j["job_state"] == "RUNNING"),
+                "completed": next(j for j in squeue_fixture["jobs"] if j["job_state"] == "COMPLETED"),
+                "cloud": next(n for n in sinfo_fixture["nodes"] if "CLOUD" in n["state_flags"]),
+                "onprem": next(n for n in sinfo_fixture["nodes"] if "CLOUD" not in n["state_flags"])}
+    # 40 % of the cloud nodes have an instance: 38 % up, 1.2 % powering up, 0.8 % powering down.
+    n_active = round(nodes * 0.40)
+    n_launching, n_terminating = round(nodes * 0.012), round(nodes * 0.008)
+    max_cloud_nodes = nodes     # every pool node may be used
+    path = tmp / "bridge.toml"
+    path.write_text(render_config(tmp, nodes, max_cloud_nodes, {}))
+    cfg = load_config(path)
+    assert sum(p.size for p in cfg.pools) == nodes
+    # Active nodes: the first ones of each pool, in proportion to its size.
+    plan: list[tuple[str, str, str]] = []
+    for pool in cfg.pools:
+        share = round(n_active * pool.size / nodes)
+        for i in range(share):
+            plan.append((f"{pool.name}-{i}", pool.name, "running"))
+    for k, idx in enumerate(rng.sample(range(len(plan)), n_launching + n_terminating)):
+        plan[idx] = (plan[idx][0], plan[idx][1], "launching" if k < n_launching else "terminating")
+    db = fill_db(rng, cfg, now, plan, history)
+    with StateDB.open(cfg.cluster.state_dir) as sdb:
+        spend = sdb.spend_by_account(policy.month_start(now), now)
+    budgets = {name: round(spend.get(name, 0.0) * factor, -3) or 1000.0
+               for name, _, factor, _, _ in ACCOUNTS if factor is not None}
+    path.write_text(render_config(tmp, nodes, max_cloud_nodes, budgets))
+    active = db.pop("active")
+    down = {f"{p.name}-{p.size - 1}" for p in cfg.pools[:3]}     # 3 down~ nodes
+    running_cloud = [(n, r["pool"]) for n, r in active.items()
+                     if r["state"] == "running" and r["slurm_state"] in ("allocated", "mixed")]
+    # The queue holds the pools nearly full: active rows plus already-eligible pending jobs leave
+    # HEADROOM nodes under max_cloud_nodes, so each cycle bursts a few jobs and keeps the rest.
+    eligible_nodes = max(0, max_cloud_nodes - len(active) - headroom)
+    squeue, qstats = build_squeue(rng, by_state, now, jobs, eligible_nodes, running_cloud,
+                                  {p.name: p.partition for p in cfg.pools})
+    sinfo = build_sinfo(rng, cfg, by_state, now, active, down)
+    (tmp / "squeue.json").write_text(slurm_text(squeue))
+    (tmp / "squeue_narrow.txt").write_text(narrow_squeue(squeue))
+    (tmp / "sinfo.json").write_text(slurm_text(sinfo))
+    listing = [{"instance_id": r["instance_id"], "node": n, "region": r["region"],
+                "state": {"launching": "pending"}.get(r["state"], "running"), "address": r["address"],
+                "instance_type": r["itype"], "launched_at": r["launched_at"], "pool": r["pool"], "token": r["token"]}
+               for n, r in active.items()]
+    (tmp / "listing.json").write_text(json.dumps(listing))
+    return {"config": str(path), "now": now, "squeue": str(tmp / "squeue.json"), "sinfo": str(tmp / "sinfo.json"),
+            "squeue_narrow": str(tmp / "squeue_narrow.txt"),
+            "listing": str(tmp / "listing.json"),
+            "fixture": {"pending_jobs": qstats["pending"], "running_jobs": qstats["running"],
+                        "completed_jobs": qstats["completed"], "array_records": qstats["array_records"],
+                        "already_eligible_jobs": qstats["already_eligible_jobs"],
+                        "already_eligible_nodes": qstats["already_eligible_nodes"],
+                        "squeue_json_mb": round((tmp / "squeue.json").stat().st_size / 2**20, 1),
+                        "sinfo_nodes": len(sinfo["nodes"]), "cloud_nodes": nodes,
+                        "sinfo_json_mb": round((tmp / "sinfo.json").stat().st_size / 2**20, 1),
+                        "pools": {p.name: p.size for p in cfg.pools}, "regions": len(cfg.local_regions),
+                        "active_rows": len(active),
+                        "active_by_state": {s: sum(1 for r in active.values() if r["state"] == s)
+                                            for s in ("running", "launching", "terminating")},
+                        "down_nodes": len(down), "max_cloud_nodes": max_cloud_nodes, "headroom": headroom,
+                        **{f"db_{k}": v for k, v in db.items()}}}
+
+
+# --- the measured process (child) ---------------------------------------------------------------------
+
+class BenchSlurm(CliSlurm):
+    """The real CliSlurm; only the commands are not run. Reading the captured-and-scaled text from a
+    file stands in for reading slurmctld's answer from the pipe: subprocess.run(text=True) also holds
+    the bytes and then the decoded str."""
+
+    def __init__(self, outputs: dict[tuple[str, ...], str]):
+        super().__init__(slurm_conf=None)
+        self.outputs = outputs
+        self.calls: dict[str, int] = {}
+
+    def run(self, argv: list[str]) -> str:
+        key = " ".join(argv[:2])
+        self.calls[key] = self.calls.get(key, 0) + 1
+        if tuple(argv) in self.outputs:
+            return Path(self.outputs[tuple(argv)]).read_text()
+        if argv[:2] == ["scontrol", "update"]:
+            return ""        # a real call is a fork/exec of scontrol: counted, not run
+        raise SlurmError(f"{' '.join(argv[:3])}: not expected in this benchmark")
+
+
+class StandInProvider:
+    """Stand-in for the cloud: lists the active instances. A real provider's listing is network-bound
+    (paged cloud API calls) and is measured elsewhere; here it costs only a list copy."""
+
+    name = "local"
+
+    def __init__(self, instances):
+        self._instances = tuple(instances)
+        self.terminated: list[str] = []
+
+    def list_instances(self, cluster: str):
+        return list(self._instances)
+
+    def terminate(self, region, instance_ids):
+        self.terminated.extend(instance_ids)
+
+    def describe(self, region, instance_ids):
+        wanted = set(instance_ids)
+        return [i for i in self._instances if i.instance_id in wanted]
+
+    def launch(self, request):   # pragma: no cover - the daemon never launches
+        raise AssertionError("the daemon does not launch")
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(VmRSS, VmHWM) of this process in MB."""
+    vals = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            key, value = line.split(":")
+            vals[key] = int(value.split()[0]) / 1024
+    return vals.get("VmRSS", 0.0), vals.get("VmHWM", 0.0)
+
+
+def _reset_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")   # resets VmHWM (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def make_daemon(m: dict):
+    """A Daemon built from the bench config, with BenchSlurm and the stand-in provider put in."""
+    import logging
+
+    from slurm_bridge.daemon import Daemon
+    from slurm_bridge.metrics import Metrics
+
+    listing = [Instance(instance_id=r["instance_id"], node=r["node"], region=r["region"], state=r["state"],
+                        address=r["address"], instance_type=r["instance_type"], cluster="bench",
+                        launched_at=r["launched_at"],
+                        tags={"slurm-bridge:cluster": "bench", "slurm-bridge:node": r["node"],
+                              "slurm-bridge:pool": r["pool"], TOKEN_TAG: r["token"]})
+               for r in json.loads(Path(m["listing"]).read_text())]
+    log_path = Path(m["config"]).parent / "daemon.log"
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[logging.FileHandler(log_path)])     # as cli.cmd_daemon, to a file
+    d = Daemon(m["config"])
+    # Daemon has no parameter for these: replace what Daemon._open built (a CliSlurm, a LocalProvider).
+    slurm = BenchSlurm({("squeue", "--json"): m["squeue"], ("sinfo", "--json"): m["sinfo"]})
+    d.slurm, d.providers = slurm, {"local": StandInProvider(listing)}
+    if m["metrics"]:
+        d.metrics = Metrics()     # as with --metrics-port; not served
+    return d, slurm, log_path
+
+
+def run_cycle(d, slurm: BenchSlurm, log_path: Path) -> dict:
+    def lines() -> int:
+        with open(log_path, "rb") as f:
+            return sum(1 for _ in f)
+
+    before_calls, before_lines = dict(slurm.calls), lines()
+    w0, c0 = time.perf_counter(), time.process_time()
+    decisions = d.watch_once()
+    w1, c1 = time.perf_counter(), time.process_time()
+    report = d.reconcile_once()
+    w2, c2 = time.perf_counter(), time.process_time()
+    codes: dict[str, int] = {}
+    for dec in decisions:
+        codes[dec.code] = codes.get(dec.code, 0) + 1
+    return {"cpu_s": c2 - c0, "watch_cpu_s": c1 - c0, "reconcile_cpu_s": c2 - c1,
+            "wall_s": w2 - w0, "watch_wall_s": w1 - w0, "reconcile_wall_s": w2 - w1,
+            "decisions": len(decisions), "codes": codes,
+            "actions": {k: v for k, v in report.counts.items() if v},
+            "reconcile_errors": len(report.errors), "provider_errors": report.provider_errors,
+            "slurm_error": report.slurm_error,
+            "commands": {k: v - before_calls.get(k, 0) for k, v in slurm.calls.items() if v - before_calls.get(k, 0)},
+            "log_lines": lines() - before_lines}
+
+
+def step_times(d, slurm: BenchSlurm, log_path: Path) -> dict:
+    """One cycle with coarse CPU timers around its steps (each called once, or a few dozen times)."""
+    from slurm_bridge import reconcile
+    from slurm_bridge.state import StateDB
+
+    spent: dict[str, list] = {}
+
+    def timed(label, fn):
+        def wrapper(*a, **kw):
+            c = time.process_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                s = spent.setdefault(label, [0.0, 0])
+                s[0] += time.process_time() - c
+                s[1] += 1
+        return wrapper
+
+    patches = [(parse, "load_json", "json.loads (parse.load_json)"),
+               (parse, "jobs_from_squeue", "parse.jobs_from_squeue"),
+               (parse, "nodes_from_sinfo", "parse.nodes_from_sinfo"),
+               (policy, "decide", "policy.decide"),
+               (reconcile, "gather", "reconcile.gather"),
+               (reconcile, "plan", "reconcile.plan"),
+               (reconcile, "apply", "reconcile.apply"),
+               (StateDB, "active_instances", "StateDB.active_instances"),
+               (StateDB, "spend_by_account", "StateDB.spend_by_account"),
+               (StateDB, "instances", "StateDB.instances"),
+               (StateDB, "events", "StateDB.events"),
+               (StateDB, "last_request_times", "StateDB.last_request_times"),
+               (StateDB, "unfinished_requests", "StateDB.unfinished_requests"),
+               (StateDB, "event", "StateDB.event"),
+               (StateDB, "is_blocked", "StateDB.is_blocked")]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    methods = ("_update_metrics", "_guard_pools", "_count_launches", "_write_status")
+    try:
+        for obj, name, label in patches:
+            setattr(obj, name, timed(label, getattr(obj, name)))
+        for name in methods:
+            setattr(d, name, timed(f"Daemon.{name}", getattr(d, name)))
+        slurm.run = timed("CliSlurm.run (read + decode the output)", slurm.run)
+        c0 = time.process_time()
+        run_cycle(d, slurm, log_path)
+        total = time.process_time() - c0
+    finally:
+        for obj, name, fn in saved:
+            setattr(obj, name, fn)
+        for name in methods:
+            d.__dict__.pop(name, None)
+        slurm.__dict__.pop("run", None)
+    return {"cycle_cpu_s": round(total, 3),
+            **{k: {"cpu_ms": round(v[0] * 1000, 1), "calls": v[1]}
+               for k, v in sorted(spent.items(), key=lambda kv: -kv[1][0])}}
+
+
+# --- what-if prototypes (bench only; slurm_bridge/ is not changed) -------------------------------------
+
+def _cpu(fn, repeat: int = 3):
+    """(best CPU seconds of REPEAT calls, the last result)."""
+    best, result = None, None
+    for _ in range(repeat):
+        c = time.process_time()
+        result = fn()
+        t = time.process_time() - c
+        best = t if best is None else min(best, t)
+    return best, result
+
+
+def _heap_mb(fn) -> tuple[float, float]:
+    """Python heap (tracemalloc) of FN: (peak during the call, still held by its result) in MB."""
+    import tracemalloc
+
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    result = fn()
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del result
+    return round((peak - base) / 2**20, 1), round((current - base) / 2**20, 1)
+
+
+class NarrowParser:
+    """Prototype: Jobs from lines of the narrow text (see NARROW_FIELDS); repeated strings are shared
+    and GRES requests memoised, across calls."""
+
+    NA = "N/A"
+
+    def __init__(self, job_cls=None):
+        self.job_cls = job_cls or Job
+        self.shared: dict[str, str] = {}
+        self.gres: dict[tuple, object] = {}
+
+    def _text(self, v: str) -> str:
+        return "" if v == self.NA else self.shared.setdefault(v, v)
+
+    def _when(self, v: str):
+        return None if v == self.NA else datetime.fromisoformat(v).astimezone(UTC)
+
+    def _num(self, v: str):
+        return None if v == self.NA else int(v)
+
+    def job(self, line: str):
+        na, text_of, num = self.NA, self._text, self._num
+        (job_id, array_job, task, user, account, partition, state, reason, submit, start, limit, nodes, cpus,
+         mem_cpu, mem_node, tpn, tpj, tpt, tasks, features, batch, requeue, nodelist, comment,
+         name) = line.split("|", 24)
+        nodes_n, tasks_n = int(nodes) or 1, int(tasks) or 1
+        key = (tpn, tpj, tpt, tasks_n, nodes_n)
+        g = self.gres.get(key)
+        if g is None:
+            g = self.gres[key] = parse.gres_request(text_of(tpn), text_of(tpj), text_of(tpt), tasks_n, nodes_n)
+        return self.job_cls(
+            job_id=int(job_id), name=text_of(name), user=text_of(user), account=text_of(account),
+            partitions=tuple(p for p in text_of(partition).split(",") if p), state=text_of(state),
+            reason=text_of(reason), submit_time=self._when(submit), start_time=self._when(start),
+            time_limit_min=num(limit), node_count=nodes_n, cpus=int(cpus) or 1, memory_per_cpu_mb=num(mem_cpu),
+            memory_per_node_mb=num(mem_node), gres=g, features=text_of(features), requeue=requeue == "1",
+            batch=batch == "1", array_job_id=(int(array_job) or None) if array_job != na else None,
+            array_task=None if task == na else task, nodes=text_of(nodelist), admin_comment=text_of(comment))
+
+
+def parse_narrow(text: str, job_cls=None) -> list:
+    parser = NarrowParser(job_cls)
+    return [parser.job(line) for line in text.splitlines()]
+
+
+def decide_prototype(cfg, jobs, facts) -> list:
+    """policy.decide with what does not change between jobs computed once per cycle: the watched and
+    burst partition sets, each account's zone and opt-out, and the pool loop per (zone, shape).
+    Same decisions, same order (checked against policy.decide on the bench queue)."""
+    far = datetime.max.replace(tzinfo=UTC)
+    jobs = sorted((j for j in jobs if j.state == "PENDING"), key=lambda j: (j.submit_time or far, j.job_id))
+    watched = frozenset(cfg.slurm.watch_partitions)
+    burst_parts = frozenset(p.partition for p in cfg.pools)
+    committed = facts.active_cloud_nodes + sum(j.node_count for j in jobs if not burst_parts.isdisjoint(j.partitions))
+    launchable, zones, fits, opted = {}, {}, {}, {}
+    after, limit = cfg.policy.burst_after, cfg.policy.max_cloud_nodes
+    out = []
+    for job in jobs:
+        jid = job.job_id
+        if watched.isdisjoint(job.partitions):
+            out.append(Decision(jid, False, "not pending in a watched partition", code="not_watched"))
+            continue
+        if not burst_parts.isdisjoint(job.partitions):
+            out.append(Decision(jid, False, "already eligible for the cloud", code="already_eligible"))
+            continue
+        if job.reason not in policy.WAITING_FOR_ROOM:
+            out.append(Decision(jid, False, f"waits for {job.reason or 'scheduling'}, not for room",
+                                code="not_waiting_for_room"))
+            continue
+        waited = facts.now - job.submit_time.timestamp() if job.submit_time else 0.0
+        if waited < after:
+            out.append(Decision(jid, False, f"waited {waited:.0f}s of {after}s", code="too_early"))
+            continue
+        account = cfg.account(job.account)
+        if not account.burst:
+            out.append(Decision(jid, False, f"account {job.account} does not burst", code="account_stays"))
+            continue
+        o = opted.get(job.features)
+        if o is None:
+            o = opted[job.features] = policy.OPT_OUT_FEATURE in residency.feature_names(job.features)
+        if o:
+            out.append(Decision(jid, False, f"opted out (--constraint={policy.OPT_OUT_FEATURE})", code="opted_out"))
+            continue
+        if not job.batch:
+            out.append(Decision(jid, False, "interactive allocation", code="interactive"))
+            continue
+        if account.budget_usd_month is not None:
+            spent = facts.spend_month.get(job.account, 0.0)
+            if spent >= account.budget_usd_month:
+                out.append(Decision(jid, False, f"account {job.account} spent {spent:.2f} of "
+                                    f"{account.budget_usd_month:.2f} USD this month", code="over_budget"))
+                continue
+        parts = tuple(p for p in job.partitions if p in watched)
+        zkey = (job.account, parts, job.features)
+        zone = zones.get(zkey)
+        if zone is None:
+            zone = zones[zkey] = residency.job_zone(cfg, job.account, list(parts), job.features)
+        fkey = (zone.countries, job.gres, job.node_count, job.cpus, job.memory_per_node_mb, job.memory_per_cpu_mb)
+        fit = fits.get(fkey)
+        if fit is None:
+            fitting, why_not = [], []
+            for pool in cfg.pools:
+                if (problem := policy.shape_problem(pool, job)) is not None:
+                    why_not.append(f"{pool.name}: {problem}")
+                elif pool.zone.countries is not None and zone.countries is not None \
+                        and not pool.zone.countries & zone.countries:
+                    why_not.append(f"{pool.name}: zone {pool.zone.name} shares no country with the job's")
+                elif not policy._can_launch(cfg, pool, zone, facts, launchable):
+                    why_not.append(f"{pool.name}: no launchable region inside the job's zone right now")
+                else:
+                    fitting.append(pool)
+            fit = fits[fkey] = (tuple(fitting), "no pool fits: " + "; ".join(why_not) if why_not else "no pools")
+        fitting, why = fit
+        if not fitting:
+            out.append(Decision(jid, False, why, code="no_pool_fits"))
+            continue
+        if committed + job.node_count > limit:
+            out.append(Decision(jid, False, f"cloud node limit: {committed} of {limit} in use or promised",
+                                code="node_limit"))
+            continue
+        out.append(Decision(jid, True, "waited for room past burst_after",
+                            tuple(job.partitions) + tuple(p.partition for p in fitting),
+                            tuple(p.name for p in fitting), code="burst"))
+        committed += job.node_count
+    return out
+
+
+class IncrementalWatch:
+    """Prototype: the watch loop keeping, across cycles, each pending job's parsed Job and the parts of
+    its decision that depend on the job alone, keyed by the job's line of narrow squeue text. A line
+    that did not change is not parsed again; per cycle only the clock (too_early), the spend
+    (over_budget), launchability (no_pool_fits, memoised per pool and zone as now) and the node limit
+    are looked at. Returns the same decisions as policy.decide (checked on the bench queue). Fields
+    that change while a job waits (Slurm's StartTime estimate, priority) must stay out of the line."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.parser = NarrowParser()
+        self.lines: dict[str, tuple] = {}
+        self.watched = frozenset(cfg.slurm.watch_partitions)
+        self.burst_parts = frozenset(p.partition for p in cfg.pools)
+        self.far = datetime.max.replace(tzinfo=UTC)
+
+    def _entry(self, line: str) -> tuple:
+        job = self.parser.job(line)
+        cfg, jid = self.cfg, job.job_id
+        held = not self.burst_parts.isdisjoint(job.partitions)
+        before = after = zone = fkey = None
+        submit = job.submit_time.timestamp() if job.submit_time else None
+        if self.watched.isdisjoint(job.partitions):
+            before = Decision(jid, False, "not pending in a watched partition", code="not_watched")
+        elif held:
+            before = Decision(jid, False, "already eligible for the cloud", code="already_eligible")
+        elif job.reason not in policy.WAITING_FOR_ROOM:
+            before = Decision(jid, False, f"waits for {job.reason or 'scheduling'}, not for room",
+                              code="not_waiting_for_room")
+        account = cfg.account(job.account)
+        if not account.burst:
+            after = Decision(jid, False, f"account {job.account} does not burst", code="account_stays")
+        elif policy.OPT_OUT_FEATURE in residency.feature_names(job.features):
+            after = Decision(jid, False, f"opted out (--constraint={policy.OPT_OUT_FEATURE})", code="opted_out")
+        elif not job.batch:
+            after = Decision(jid, False, "interactive allocation", code="interactive")
+        else:
+            parts = [p for p in job.partitions if p in self.watched]
+            zone = residency.job_zone(cfg, job.account, parts, job.features)
+            fkey = (zone.countries, job.gres, job.node_count, job.cpus, job.memory_per_node_mb,
+                    job.memory_per_cpu_mb)
+        return ((job.submit_time or self.far, jid), job, submit, held, before, after, account, zone, fkey)
+
+    def decide(self, text: str, facts) -> list:
+        cfg, get, current = self.cfg, self.lines.get, {}
+        for line in text.splitlines():
+            current[line] = get(line) or self._entry(line)
+        self.lines = current
+        entries = sorted(current.values(), key=lambda e: e[0])
+        committed = facts.active_cloud_nodes + sum(e[1].node_count for e in entries if e[3])
+        now, wait, limit = facts.now, cfg.policy.burst_after, cfg.policy.max_cloud_nodes
+        fits, launchable, out = {}, {}, []
+        for _, job, submit, _, before, after, account, zone, fkey in entries:
+            if before is not None:
+                out.append(before)
+                continue
+            waited = now - submit if submit is not None else 0.0
+            if waited < wait:
+                out.append(Decision(job.job_id, False, f"waited {waited:.0f}s of {wait}s", code="too_early"))
+                continue
+            if after is not None:
+                out.append(after)
+                continue
+            if account.budget_usd_month is not None:
+                spent = facts.spend_month.get(job.account, 0.0)
+                if spent >= account.budget_usd_month:
+                    out.append(Decision(job.job_id, False, f"account {job.account} spent {spent:.2f} of "
+                                        f"{account.budget_usd_month:.2f} USD this month", code="over_budget"))
+                    continue
+            fit = fits.get(fkey)
+            if fit is None:
+                fitting, why_not = [], []
+                for pool in cfg.pools:
+                    if (problem := policy.shape_problem(pool, job)) is not None:
+                        why_not.append(f"{pool.name}: {problem}")
+                    elif pool.zone.countries is not None and zone.countries is not None \
+                            and not pool.zone.countries & zone.countries:
+                        why_not.append(f"{pool.name}: zone {pool.zone.name} shares no country with the job's")
+                    elif not policy._can_launch(cfg, pool, zone, facts, launchable):
+                        why_not.append(f"{pool.name}: no launchable region inside the job's zone right now")
+                    else:
+                        fitting.append(pool)
+                fit = fits[fkey] = (tuple(fitting), "no pool fits: " + "; ".join(why_not) if why_not else "no pools")
+            if not fit[0]:
+                out.append(Decision(job.job_id, False, fit[1], code="no_pool_fits"))
+            elif committed + job.node_count > limit:
+                out.append(Decision(job.job_id, False, f"cloud node limit: {committed} of {limit} in use or promised",
+                                    code="node_limit"))
+            else:
+                out.append(Decision(job.job_id, True, "waited for room past burst_after",
+                                    tuple(job.partitions) + tuple(p.partition for p in fit[0]),
+                                    tuple(p.name for p in fit[0]), code="burst"))
+                committed += job.node_count
+        return out
+
+
+def what_ifs(d, slurm: BenchSlurm, log_path: Path, m: dict) -> dict:
+    import dataclasses
+    import gc
+
+    from slurm_bridge import reconcile
+    from slurm_bridge.prices import book_for
+
+    out: dict = {}
+    cfg, db, now = d.cfg, d.db, time.time()
+
+    # 1. The garbage collector: the same cycle with it off, and with the daemon's startup objects frozen.
+    gc.collect()
+    gc.disable()
+    try:
+        out["cycle_gc_disabled_cpu_s"] = round(run_cycle(d, slurm, log_path)["cpu_s"], 3)
+    finally:
+        gc.enable()
+    gc.freeze()
+    try:
+        out["cycle_gc_freeze_cpu_s"] = round(run_cycle(d, slurm, log_path)["cpu_s"], 3)
+    finally:
+        gc.unfreeze()
+
+    # 2. squeue: --json as now vs the narrow text (same pending jobs in watched partitions).
+    watched = set(cfg.slurm.watch_partitions)
+    json_cpu, jobs = _cpu(lambda: slurm.jobs(), 1)
+    narrow_path = Path(m["squeue_narrow"])
+    narrow_cpu, narrow = _cpu(lambda: parse_narrow(narrow_path.read_text()))
+    want = [j for j in jobs if j.state == "PENDING" and watched & set(j.partitions)]
+    assert narrow == want, "the narrow prototype lost information"
+    slots_job = dataclasses.make_dataclass("SlotsJob", [(f.name, f.type, f) for f in dataclasses.fields(Job)],
+                                           frozen=True, slots=True)
+    json_peak, json_held = _heap_mb(lambda: slurm.jobs())
+    narrow_peak, narrow_held = _heap_mb(lambda: parse_narrow(narrow_path.read_text()))
+    out["squeue"] = {
+        "json_mb": round(Path(m["squeue"]).stat().st_size / 2**20, 1),
+        "narrow_mb": round(narrow_path.stat().st_size / 2**20, 1),
+        "json_jobs_cpu_ms": round(json_cpu * 1000), "narrow_jobs_cpu_ms": round(narrow_cpu * 1000),
+        "json_heap_peak_mb": json_peak, "json_held_mb": json_held,
+        "narrow_heap_peak_mb": narrow_peak, "narrow_held_mb": narrow_held,
+        "narrow_slots_held_mb": _heap_mb(lambda: parse_narrow(narrow_path.read_text(), slots_job))[1],
+        "jobs": len(want)}
+
+    # 3. policy.decide vs the prototype, on the same jobs and facts.
+    book = book_for(cfg.price_overrides, db.prices())
+    facts = policy.Facts(now=now, active_cloud_nodes=len(db.active_instances()),
+                         spend_month=db.spend_by_account(policy.month_start(now), now), blocked=d._blocked, book=book)
+    dec_cpu, dec = _cpu(lambda: policy.decide(cfg, jobs, facts))
+    fast_cpu, fast = _cpu(lambda: decide_prototype(cfg, jobs, facts))
+    assert fast == dec, "the decide prototype decides differently"
+    out["decide"] = {"now_ms": round(dec_cpu * 1000), "prototype_ms": round(fast_cpu * 1000),
+                     "decisions_held_mb": _heap_mb(lambda: policy.decide(cfg, jobs, facts))[1]}
+
+    # 3b. Incremental watch (narrow text + per-line cache): a cold cycle, then a steady one 15 s later.
+    inc = IncrementalWatch(cfg)
+    text = narrow_path.read_text()
+    cold_cpu, cold = _cpu(lambda: inc.decide(text, facts), 1)
+    assert cold == dec
+    later = dataclasses.replace(facts, now=facts.now + cfg.policy.poll_interval)
+    steady_cpu, steady = _cpu(lambda: inc.decide(narrow_path.read_text(), later))
+    assert steady == policy.decide(cfg, jobs, later), "the incremental prototype decides differently"
+
+    def filled():
+        watch = IncrementalWatch(cfg)
+        watch.decide(text, facts)
+        return watch
+    out["incremental"] = {"cold_ms": round(cold_cpu * 1000), "steady_ms": round(steady_cpu * 1000),
+                          "cache_held_mb": _heap_mb(filled)[1]}
+
+    # 4. reconcile.plan: the per-row scan of every live instance vs an index built once.
+    views = reconcile.gather(cfg, db, slurm, d.providers, now)
+    plan_cpu, _ = _cpu(lambda: reconcile.plan(cfg, views, now))
+    live = {(p, i.instance_id): i for p, listed in views.instances.items() for i in listed if i.state in reconcile.LIVE}
+    claimed = {(r.provider, r.instance_id): r for r in views.rows if r.instance_id and (r.provider, r.instance_id) in live}
+
+    def scan():
+        return [[(k, i) for k, i in live.items() if claimed.get(k) is row] for row in views.rows]
+
+    def index():
+        by_row: dict[int, list] = {}
+        for k, i in live.items():
+            r = claimed.get(k)
+            if r is not None:
+                by_row.setdefault(id(r), []).append((k, i))
+        return [by_row.get(id(row), []) for row in views.rows]
+
+    scan_cpu, a = _cpu(scan)
+    index_cpu, b = _cpu(index)
+    assert a == b
+    out["plan"] = {"now_ms": round(plan_cpu * 1000), "scan_ms": round(scan_cpu * 1000),
+                   "index_ms": round(index_cpu * 1000), "rows": len(views.rows), "live": len(live)}
+
+    # 5. State DB reads of the cycle vs SQL that returns only what the daemon uses.
+    conn = db._conn
+    since = policy.month_start(now)
+    active = "state IN ('launching', 'running', 'terminating')"
+    sql = {
+        "count active (watch: len(active_instances()))": (
+            lambda: len(db.active_instances()),
+            lambda: conn.execute(f"SELECT COUNT(*) FROM instances WHERE {active}").fetchone()[0]),
+        "instances per provider/region (_update_metrics)": (
+            lambda: _count_by(db.active_instances()),
+            lambda: {(p, r): n for p, r, n in conn.execute(
+                f"SELECT provider, region, COUNT(*) FROM instances WHERE {active} GROUP BY 1, 2")}),
+        "spend_by_account (watch)": (
+            lambda: db.spend_by_account(since, now),
+            lambda: {a: s for a, s in conn.execute(
+                "SELECT COALESCE(account, ''), SUM(MAX(0.0, MIN(COALESCE(terminated_at, :end), :end) "
+                "- MAX(launched_at, :since)) * price_per_hour / 3600.0) FROM instances "
+                "WHERE launched_at IS NOT NULL AND launched_at < :end "
+                "AND (terminated_at IS NULL OR terminated_at > :since) GROUP BY 1",
+                {"end": now, "since": since})}),
+        "failed rows since start (_count_launches)": (
+            lambda: [r.id for r in db.instances(since=d._started) if r.state == "failed"],
+            lambda: [r[0] for r in conn.execute(
+                "SELECT id FROM instances WHERE state = 'failed' AND id > ? "
+                "AND (terminated_at IS NULL OR terminated_at >= ?) ORDER BY id", (0, d._started))]),
+    }
+    out["db"] = {}
+    for label, (old, new) in sql.items():
+        old_cpu, a = _cpu(old)
+        new_cpu, b = _cpu(new)
+        if isinstance(a, dict):
+            assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-6 * max(1.0, abs(a[k])) for k in a), label
+        else:
+            assert a == b, label
+        out["db"][label] = {"now_ms": round(old_cpu * 1000, 1), "sql_ms": round(new_cpu * 1000, 1)}
+
+    # 6. One sinfo --json read (the cycle makes two: _update_metrics and reconcile.gather).
+    names = [n for p in cfg.pools for n in p.node_names]
+    sinfo_cpu, _ = _cpu(lambda: slurm.nodes(names))
+    out["sinfo_read_ms"] = round(sinfo_cpu * 1000)
+    return out
+
+
+def _count_by(rows) -> dict:
+    live: dict[tuple[str, str], int] = {}
+    for row in rows:
+        live[(row.provider, row.region)] = live.get((row.provider, row.region), 0) + 1
+    return live
+
+
+def child(manifest_path: str) -> None:
+    import cProfile
+    import io
+    import pstats
+    import tracemalloc
+
+    m = json.loads(Path(manifest_path).read_text())
+    t0 = time.process_time()
+    # What the daemon process has imported by the time it runs (cli.cmd_daemon -> Daemon.run).
+    import apscheduler.executors.pool
+    import apscheduler.schedulers.background  # noqa: F401
+
+    d, slurm, log_path = make_daemon(m)
+    out: dict = {"import_and_init_cpu_s": round(time.process_time() - t0, 3),
+                 "rss_after_init_mb": round(_rss_mb()[0], 1)}
+    out["warmup"] = run_cycle(d, slurm, log_path)
+    out["hwm_after_warmup_mb"] = round(_rss_mb()[1], 1)
+    hwm_reset = _reset_hwm()
+    out["runs"] = [run_cycle(d, slurm, log_path) for _ in range(m["repeat"])]
+    rss, hwm = _rss_mb()
+    # ru_maxrss is right here only because the parent stayed small: through vfork + exec a child
+    # inherits its parent's peak (a 800 MB parent makes a fresh `python -c` report 811 MB).
+    out["ru_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["rss_after_cycles_mb"] = round(rss, 1)
+    out["cycle_hwm_mb"] = round(hwm, 1) if hwm_reset else None
+    out["steps"] = step_times(d, slurm, log_path)
+    # Python heap of one cycle (tracemalloc slows allocation: not timed).
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    run_cycle(d, slurm, log_path)
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    out["tracemalloc"] = {"peak_above_start_mb": round((peak - base) / 2**20, 1),
+                          "held_after_mb": round((current - base) / 2**20, 1)}
+    if m["profile"]:
+        prof = cProfile.Profile()
+        prof.enable()
+        d.watch_once()
+        d.reconcile_once()
+        prof.disable()
+        text = io.StringIO()
+        stats = pstats.Stats(prof, stream=text)
+        stats.sort_stats("cumulative").print_stats(15)
+        stats.sort_stats("tottime").print_stats(15)
+        out["profile"] = text.getvalue()
+    if m["what_if"]:
+        out["what_if"] = what_ifs(d, slurm, log_path, m)
+    out["scontrol_updates_total"] = slurm.calls.get("scontrol update", 0)
+    print(json.dumps(out))
+
+
+# --- report -------------------------------------------------------------------------------------------
+
+def machine() -> dict:
+    return {"date_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "nproc": os.cpu_count(),
+            "machine": platform.machine(), "python": platform.python_version(),
+            "loadavg_1m": round(os.getloadavg()[0], 2)}
+
+
+def print_table(res: dict) -> None:
+    f, r = res["fixture"], res["child"]
+    runs = r["runs"]
+    mach = res["machine"]
+    print(f"machine: {mach['date_utc']}, nproc {mach['nproc']}, {mach['machine']}, Python {mach['python']}, "
+          f"1-min load {mach['loadavg_1m']}; metrics {'on' if res['metrics'] else 'off'}")
+    print(f"squeue --json: {f['pending_jobs']:,} pending + {f['running_jobs']:,} running + {f['completed_jobs']} "
+          f"completed jobs, {f['squeue_json_mb']} MB; sinfo --json: {f['sinfo_nodes']:,} nodes "
+          f"({f['cloud_nodes']:,} cloud), {f['sinfo_json_mb']} MB")
+    print(f"state DB: {f['db_rows']:,} instance rows ({f['active_rows']:,} active: {f['active_by_state']}), "
+          f"{f['db_requests']:,} requests, {f['db_events']:,} events, {f['db_mb']} MB")
+    print(f"queue: {f['already_eligible_jobs']:,} pending jobs already eligible hold {f['already_eligible_nodes']:,} "
+          f"nodes; max_cloud_nodes {f['max_cloud_nodes']:,}, headroom {f['headroom']}")
+    print()
+    print(f"{'cycle':<10}{'CPU s':>8}{'watch':>8}{'reconcile':>10}{'wall s':>8}{'scontrol':>9}{'log lines':>10}")
+    for name, c in [("warm-up", r["warmup"])] + [(f"run {i + 1}", c) for i, c in enumerate(runs)]:
+        print(f"{name:<10}{c['cpu_s']:>8.3f}{c['watch_cpu_s']:>8.3f}{c['reconcile_cpu_s']:>10.3f}{c['wall_s']:>8.3f}"
+              f"{c['commands'].get('scontrol update', 0):>9}{c['log_lines']:>10}")
+    print()
+    last = runs[-1]
+    print(f"decisions: {last['decisions']:,}  {json.dumps(last['codes'], sort_keys=True)}")
+    print(f"reconcile actions: {last['actions'] or 'none'}; errors {last['reconcile_errors']}; "
+          f"Slurm reads per cycle: {json.dumps({k: v for k, v in last['commands'].items() if k != 'scontrol update'})}")
+    print()
+    cpu, rss = res["cpu_median_s"], res["peak_rss_mb"]
+    print(f"{'target (issue 5)':<46}{'measured':>12}{'limit':>10}  verdict")
+    print(f"{'CPU of watch_once + reconcile_once (median)':<46}{cpu:>11.3f}s{CPU_TARGET_S:>9.1f}s  "
+          f"{'met' if cpu <= CPU_TARGET_S else 'MISSED'}")
+    print(f"{'peak RSS of the daemon process':<46}{rss:>10.1f}MB{RSS_TARGET_MB:>8.0f}MB  "
+          f"{'met' if rss <= RSS_TARGET_MB else 'MISSED'}")
+    print(f"RSS after imports + Daemon(): {r['rss_after_init_mb']} MB; peak after the warm-up {r['hwm_after_warmup_mb']} MB; "
+          f"ru_maxrss {r['ru_maxrss_mb']} MB; peak of the measured cycles only (VmHWM reset) {r['cycle_hwm_mb']} MB; "
+          f"RSS after them {r['rss_after_cycles_mb']} MB")
+    print(f"tracemalloc, one cycle: Python heap peak {r['tracemalloc']['peak_above_start_mb']} MB above its start, "
+          f"{r['tracemalloc']['held_after_mb']} MB still held after it")
+    print()
+    print(f"where the CPU goes (one instrumented cycle, {r['steps']['cycle_cpu_s']:.3f} s; steps nest: gather and "
+          f"_update_metrics each hold a sinfo read, a read holds CliSlurm.run + json.loads + parse):")
+    for k, v in r["steps"].items():
+        if k != "cycle_cpu_s":
+            print(f"  {k:<48}{v['cpu_ms']:>9.1f} ms{v['calls']:>6} calls")
+    w = r.get("what_if")
+    if w:
+        print()
+        print("what-if prototypes (in this file only; CPU ms, best of 3):")
+        print(f"  cycle with gc disabled: {w['cycle_gc_disabled_cpu_s']:.3f} s; with gc.freeze() after the warm-up: "
+              f"{w['cycle_gc_freeze_cpu_s']:.3f} s")
+        q = w["squeue"]
+        print(f"  slurm.jobs(), {q['jobs']:,} pending jobs in watched partitions: squeue --json ({q['json_mb']} MB) "
+              f"{q['json_jobs_cpu_ms']} ms, heap peak {q['json_heap_peak_mb']} MB, result {q['json_held_mb']} MB")
+        print(f"    narrow text prototype ({q['narrow_mb']} MB): {q['narrow_jobs_cpu_ms']} ms, heap peak "
+              f"{q['narrow_heap_peak_mb']} MB, result {q['narrow_held_mb']} MB ({q['narrow_slots_held_mb']} MB with "
+              f"a slots=True Job)")
+        print(f"  policy.decide: {w['decide']['now_ms']} ms -> prototype {w['decide']['prototype_ms']} ms "
+              f"(same decisions); the decisions hold {w['decide']['decisions_held_mb']} MB")
+        i = w["incremental"]
+        print(f"  narrow text + decide, cached per squeue line across cycles: first cycle {i['cold_ms']} ms, "
+              f"next cycles {i['steady_ms']} ms (same decisions); the cache holds {i['cache_held_mb']} MB")
+        p = w["plan"]
+        print(f"  reconcile.plan: {p['now_ms']} ms, of which the per-row scan of live instances {p['scan_ms']} ms "
+              f"({p['rows']:,} rows x {p['live']:,} instances); indexed once: {p['index_ms']} ms")
+        for label, v in w["db"].items():
+            print(f"  {label}: {v['now_ms']} ms -> SQL {v['sql_ms']} ms")
+        print(f"  one sinfo --json read of the pool nodes: {w['sinfo_read_ms']} ms (the cycle makes 2)")
+    if r.get("profile"):
+        print()
+        print(r["profile"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--jobs", type=int, default=50_000, help="pending jobs (default 50,000)")
+    ap.add_argument("--nodes", type=int, default=5_000, help="cloud nodes over all pools (default 5,000)")
+    ap.add_argument("--history", type=int, default=100_000, help="closed instance rows in the DB (default 100,000)")
+    ap.add_argument("--headroom", type=int, default=64,
+                    help="cloud nodes the queue leaves under max_cloud_nodes (default 64)")
+    ap.add_argument("--repeat", type=int, default=3, help="measured cycles after the warm-up (default 3)")
+    ap.add_argument("--no-metrics", action="store_true", help="run the daemon without its Metrics")
+    ap.add_argument("--profile", action="store_true", help="cProfile one more cycle: top 15 cumulative and tottime")
+    ap.add_argument("--what-if", action="store_true", help="also time the prototype fixes (bench only)")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (fixtures, DB, daemon.log)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--setup", nargs=2, metavar=("DIR", "ARGS_JSON"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.child)
+        return 0
+    if args.setup:
+        a = json.loads(args.setup[1])
+        manifest = setup(Path(args.setup[0]), a["jobs"], a["nodes"], a["history"], a["headroom"])
+        (Path(args.setup[0]) / "manifest.json").write_text(json.dumps(manifest))
+        return 0
+    tmp = Path(tempfile.mkdtemp(prefix="slurm-bridge-bench-cycle-"))
+    me = [sys.executable, str(Path(__file__).resolve())]
+    try:
+        # The fixtures are built in a process of their own: it grows to ~1.5 GB, and a child started
+        # from a process inherits that peak in ru_maxrss. This process stays small.
+        t = time.perf_counter()
+        sizes = {"jobs": args.jobs, "nodes": args.nodes, "history": args.history, "headroom": args.headroom}
+        subprocess.run(me + ["--setup", str(tmp), json.dumps(sizes)], check=True, cwd=REPO)
+        setup_s = time.perf_counter() - t
+        manifest = json.loads((tmp / "manifest.json").read_text())
+        manifest.update(repeat=max(1, args.repeat), profile=args.profile, what_if=args.what_if,
+                        metrics=not args.no_metrics)
+        (tmp / "manifest.json").write_text(json.dumps(manifest))
+        proc = subprocess.run(me + ["--child", str(tmp / "manifest.json")], capture_output=True, text=True,
+                              cwd=REPO, check=False)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr)
+            print(f"daemon_cycle: the measuring process failed (exit {proc.returncode})", file=sys.stderr)
+            return 2
+        child_out = json.loads(proc.stdout.strip().splitlines()[-1])
+        res = {"machine": machine(), "args": vars(args), "setup_s": round(setup_s, 1),
+               "fixture": manifest["fixture"], "metrics": manifest["metrics"], "child": child_out}
+        res["cpu_median_s"] = round(statistics.median(c["cpu_s"] for c in child_out["runs"]), 3)
+        res["peak_rss_mb"] = max(child_out["ru_maxrss_mb"], child_out["hwm_after_warmup_mb"])
+        res["targets"] = {"cpu_s": {"limit": CPU_TARGET_S, "measured": res["cpu_median_s"],
+                                    "met": res["cpu_median_s"] <= CPU_TARGET_S},
+                          "rss_mb": {"limit": RSS_TARGET_MB, "measured": res["peak_rss_mb"],
+                                     "met": res["peak_rss_mb"] <= RSS_TARGET_MB}}
+        if args.json:
+            print(json.dumps(res, indent=1))
+        else:
+            print_table(res)
+        return 0 if all(t["met"] for t in res["targets"].values()) else 1
+    finally:
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
