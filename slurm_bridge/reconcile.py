@@ -268,10 +268,16 @@ def plan(cfg: Config, views: Views, now: float) -> list[Action]:
     closing: set[int] = set()           # rows this plan closes
     forced: set[str] = set()            # nodes this plan powers down (Slurm then runs suspend on them)
     located: dict[int, tuple[str, Instance]] = {}   # row id -> its instance, once known
+    # Each row's claimed instances, grouped once: per row, a scan of every live instance is
+    # quadratic (seconds with thousands of instances). Claims added below are for the row at hand.
+    by_row: dict[int, list] = defaultdict(list)
+    for k, i in live.items():
+        if (owner := claimed.get(k)) is not None:
+            by_row[owner.id].append((k, i))
     for row in views.rows:
         if row.provider not in answered:
             continue                    # skipped this cycle: nothing is concluded about its instances
-        mine = [(k, i) for k, i in live.items() if claimed.get(k) is row]
+        mine = by_row.get(row.id, [])
         if row.state == "terminating":
             # A suspend may still be at work on a young one; its program has suspend_timeout.
             if now - row.updated_at <= cfg.slurm.suspend_timeout:
