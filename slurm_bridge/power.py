@@ -128,7 +128,10 @@ def resume_fail(cfg: Config, db: StateDB, slurm: SlurmBackend, providers: Mappin
     for node in ours:
         db.event("resume_failed", node=node, now=clock())
     nodestate.reset(slurm, cfg, ours, book_for(cfg.price_overrides, db.prices()))
-    back = [n for n in ours if n not in stuck]
+    # Only nodes still down: one whose slurmd answered at the last moment is already back in service,
+    # and Slurm refuses RESUME for it.
+    back = [n.name for n in slurm.node_details([n for n in ours if n not in stuck])
+            if n.state == "DOWN" or "DOWN" in n.flags]
     if back:
         slurm.update_nodes(back, state="RESUME")
     return not stuck

@@ -146,7 +146,9 @@ class LocalProvider:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SLURM_CONF": str(lab_dir / "etc" / "slurm.conf")}
         proc = procs.spawn(
             [sys.executable, "-m", "slurm_bridge.lab.nsexec", "--netns", rec["netns"], "--hostname", spec.node,
-             "--fresh-boot", "--delay", f"{max(region.boot_seconds, 1.0):g}", "--",
+             # slurmctld accepts a resumed node only if it booted after the resume request, in whole
+             # seconds: start slurmd a clear 2 s after the launch, whatever the region's boot time.
+             "--fresh-boot", "--delay", f"{max(region.boot_seconds, 2.0):g}", "--",
              "slurmd", "-D", "-N", spec.node],
             lab_dir / "log" / f"instance-{instance_id}.out", env=env)
         rec.update(pid=proc.pid, start_ticks=proc.start_ticks)
