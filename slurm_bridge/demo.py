@@ -12,6 +12,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from . import tables
 from .config import load_config
 from .lab.cluster import Lab, LabOptions
 from .providers.local import LocalProvider
@@ -38,12 +39,6 @@ def wait(what: str, predicate, timeout: float) -> None:
             return
         time.sleep(1)
     raise TimeoutError(f"{what}: not within {timeout:.0f} s")
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:{'>' if i in (0,) else '<'}{w}}}" for i, w in enumerate(widths))
-    return "\n".join([fmt.format(*header), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows])
 
 
 def run(opts: LabOptions, config: Path | None = None) -> int:
@@ -80,9 +75,9 @@ def run(opts: LabOptions, config: Path | None = None) -> int:
         for j in row.job_ids:
             where.setdefault(j, set()).add(f"{row.provider}/{row.region}")
     print()
-    print(_table([[str(j), label, recs[j].partition, recs[j].nodes, ",".join(sorted(where.get(j, {"on-prem"}))),
-                   recs[j].state] for label, j in jobs.items()],
-                 ["job", "what", "partition", "nodes", "ran in", "state"]))
+    print(tables.render(["job", "what", "partition", "nodes", "ran in", "state"],
+                        [[j, label, recs[j].partition, recs[j].nodes, ",".join(sorted(where.get(j, {"on-prem"}))),
+                          recs[j].state] for label, j in jobs.items()], right=(0,)))
     print()
     say(f"jobs done; cloud nodes suspend after SuspendTime={cfg.slurm.suspend_time}s idle ...")
     provider = LocalProvider(cfg.local_regions, cfg.local_lab_dir)
@@ -93,12 +88,11 @@ def run(opts: LabOptions, config: Path | None = None) -> int:
 
     wait("instances terminated", all_gone, 180)
     rows = [r for r in db.instances(since=t0) if r.launched_at]
-    print(_table([[str(r.id), r.node, f"{r.provider}/{r.region}", r.instance_id or "", ",".join(map(str, r.job_ids)),
-                   f"{(r.terminated_at or time.time()) - r.launched_at:.0f}s",
-                   f"{r.price_per_hour:.2f}",
-                   f"{r.price_per_hour * ((r.terminated_at or time.time()) - r.launched_at) / 3600:.4f}", r.state]
-                  for r in rows],
-                 ["#", "node", "region", "instance", "jobs", "lifetime", "USD/h", "USD", "state"]))
+    print(tables.render(["#", "node", "region", "instance", "jobs", "lifetime", "USD/h", "USD", "state"],
+                        [[r.id, r.node, f"{r.provider}/{r.region}", r.instance_id or "", ",".join(map(str, r.job_ids)),
+                          f"{(r.terminated_at or time.time()) - r.launched_at:.0f}s", f"{r.price_per_hour:.2f}",
+                          f"{r.price_per_hour * ((r.terminated_at or time.time()) - r.launched_at) / 3600:.4f}",
+                          r.state] for r in rows], right=(0, 5, 6, 7)))
     print()
     nodes = slurm.node_details([n for p in cfg.pools for n in p.node_names])
     states = sorted({f"{'idle~' if n.powered_down else n.state.lower()}" for n in nodes})

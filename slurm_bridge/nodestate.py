@@ -6,7 +6,7 @@ import logging
 from typing import Sequence
 
 from . import selector
-from .config import Config
+from .config import Config, PoolConfig
 from .errors import SlurmError
 from .prices import PriceBook
 from .slurm.backend import SlurmBackend
@@ -16,18 +16,26 @@ log = logging.getLogger("slurm_bridge.nodes")
 REASON_PREFIX = "slurm-bridge:"
 
 
+def _shape_features(pool: PoolConfig) -> list[str]:
+    return ["cloud", pool.name] + ([pool.gpu_type] if pool.gpu_type else []) + list(pool.features)
+
+
+def pool_features(cfg: Config, pool: PoolConfig, book: PriceBook | None = None) -> list[str]:
+    """A powered-down node offers every zone its pool can reach (DESIGN: features tell the truth).
+
+    The one definition: slurm.conf is rendered with it and suspend resets nodes to it.
+    """
+    return _shape_features(pool) + selector.zone_features(selector.reachable_zones(cfg, pool, book))
+
+
 def base_features(cfg: Config, node: str) -> list[str]:
     pool = cfg.pool_for_node(node)
-    if pool is None:
-        return []
-    return ["cloud", pool.name] + ([pool.gpu_type] if pool.gpu_type else []) + list(pool.features)
+    return _shape_features(pool) if pool is not None else []
 
 
 def pool_wide_features(cfg: Config, node: str, book: PriceBook | None = None) -> list[str]:
     pool = cfg.pool_for_node(node)
-    if pool is None:
-        return []
-    return base_features(cfg, node) + selector.zone_features(selector.reachable_zones(cfg, pool, book))
+    return pool_features(cfg, pool, book) if pool is not None else []
 
 
 def running_features(cfg: Config, node: str, country: str | None) -> list[str]:

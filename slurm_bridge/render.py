@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import selector, submit_lua
+from .nodestate import pool_features
 from .config import Config, PoolConfig
 from .prices import PriceBook
 
@@ -45,12 +46,6 @@ def program_path(name: str) -> str:
     if not found:
         raise FileNotFoundError(f"{name} is not installed (pip install slurm-bridge)")
     return found
-
-
-def pool_features(cfg: Config, pool: PoolConfig, book: PriceBook | None = None) -> list[str]:
-    """A powered-down node offers every zone its pool can reach (DESIGN: features tell the truth)."""
-    base = ["cloud", pool.name] + ([pool.gpu_type] if pool.gpu_type else []) + list(pool.features)
-    return base + selector.zone_features(selector.reachable_zones(cfg, pool, book))
 
 
 def onprem_features(cfg: Config) -> list[str]:
