@@ -6,6 +6,7 @@ node name or reason can not become a command.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from datetime import datetime
@@ -13,12 +14,14 @@ from typing import Iterable, Sequence
 
 from ..errors import SlurmError
 from ..models import AccountingRecord, Job, Node
-from . import parse
+from . import node_text, parse, pending
 from .hostlists import compress
+from .node_text import NodeParser
+from .pending import PendingParser
 
 # slurmctld starts our programs with no PATH; Debian puts the commands here.
+log = logging.getLogger(__name__)
 _PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
-_PENDING = "PENDING"
 
 
 class CliSlurm:
@@ -28,20 +31,24 @@ class CliSlurm:
         self.timeout = timeout
         self.bin_dir = bin_dir
         self._version: tuple[int, int, int] | None = None
+        self._pending = PendingParser()
+        self._nodes = NodeParser()
 
     # -- plumbing ------------------------------------------------------------------
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, tz: str | None = None) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH") or _PATH, "LC_ALL": "C"}
+        if tz:
+            env["TZ"] = tz
         if self.slurm_conf:
             env["SLURM_CONF"] = self.slurm_conf
         return env
 
-    def run(self, argv: list[str]) -> str:
+    def run(self, argv: list[str], *, tz: str | None = None) -> str:
         cmd = [os.path.join(self.bin_dir, argv[0]) if self.bin_dir else argv[0], *argv[1:]]
         shown = " ".join(argv[:3])
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, env=self._env(),
+            done = subprocess.run(cmd, capture_output=True, text=True, env=self._env(tz),
                                   timeout=self.timeout, stdin=subprocess.DEVNULL)
         except FileNotFoundError as exc:
             raise SlurmError(f"{argv[0]}: command not found (is slurm-client installed?)") from exc
@@ -69,19 +76,27 @@ class CliSlurm:
         return parse.jobs_from_squeue(parse.load_json(self.run(["squeue", "--json"]), "squeue --json"))
 
     def pending_jobs(self, partitions: Iterable[str] | None = None) -> list[Job]:
-        wanted = set(partitions) if partitions is not None else None
-        return [j for j in self.jobs()
-                if j.state == _PENDING and (wanted is None or wanted.intersection(j.partitions))]
+        # Narrow text, not --json: the text output honours -t/-p (see pending.py for the numbers).
+        jobs = self._pending.parse(self.run(pending.argv(partitions), tz="UTC"))
+        if self._pending.bad_lines:
+            # One odd job (a newline in its name) must not stop the watch for every other job.
+            log.warning("squeue: skipped %d line(s) not in the expected shape, first: %r",
+                        len(self._pending.bad_lines), self._pending.bad_lines[0][:200])
+        return jobs
 
     def job(self, job_id: int) -> Job | None:
         return next((j for j in self.jobs() if j.job_id == job_id), None)
 
     def nodes(self, names: Iterable[str] | None = None) -> list[Node]:
-        nodes = parse.nodes_from_sinfo(parse.load_json(self.run(["sinfo", "--json"]), "sinfo --json"))
-        if names is None:
-            return nodes
-        wanted = set(names)
-        return [n for n in nodes if n.name in wanted]
+        # Narrow text, not --json: it honours -n and carries only what we read (see node_text.py).
+        wanted = None if names is None else set(names)
+        if wanted is not None and not wanted:
+            return []
+        nodes = self._nodes.parse(self.run(node_text.argv(wanted)))
+        if self._nodes.bad_lines:
+            log.warning("sinfo: skipped %d line(s) not in the expected shape, first: %r",
+                        len(self._nodes.bad_lines), self._nodes.bad_lines[0][:200])
+        return nodes if wanted is None else [n for n in nodes if n.name in wanted]
 
     def node_details(self, names: Sequence[str]) -> list[Node]:
         """Fresh state of a few nodes: `scontrol show node` honours its argument, sinfo --json does not."""
