@@ -29,7 +29,7 @@ class Zone:
         return f"res_{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GresRequest:
     """GPUs a job asks for, normalised from --gres/--gpus*/tres strings."""
 
@@ -38,7 +38,7 @@ class GresRequest:
     gpu_type: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     job_id: int
     name: str
@@ -64,7 +64,7 @@ class Job:
     admin_comment: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
     name: str
     state: str                      # base state: IDLE, ALLOCATED, MIXED, DOWN, ...

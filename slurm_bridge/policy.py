@@ -10,8 +10,9 @@ decision log can say why.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from . import residency, selector
 from .config import Config, PoolConfig
@@ -22,10 +23,13 @@ from .prices import PriceBook
 # association limits, begin time, reservation) would not start in the cloud either.
 WAITING_FOR_ROOM = frozenset({"Resources", "Priority"})
 OPT_OUT_FEATURE = "onprem"
+_MAX_FITS = 10_000
+_NEVER = 1 << 96          # the order of a job with no submit time: last
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
+    """One job's decision. A named tuple, not a dataclass: a cycle makes tens of thousands."""
+
     job_id: int
     burst: bool
     reason: str                          # for people: says exactly why
@@ -72,76 +76,147 @@ def _opted_out(job: Job) -> bool:
     return OPT_OUT_FEATURE in residency.feature_names(job.features)
 
 
-def decide_one(cfg: Config, job: Job, facts: Facts, committed: int, _launchable: dict | None = None) -> Decision:
-    watched = set(cfg.slurm.watch_partitions)
-    burst_parts = {p.partition for p in cfg.pools}
-    if job.state != "PENDING" or not watched.intersection(job.partitions):
-        return Decision(job.job_id, False, "not pending in a watched partition", code="not_watched")
-    if burst_parts.intersection(job.partitions):
-        return Decision(job.job_id, False, "already eligible for the cloud", code="already_eligible")
-    if job.reason not in WAITING_FOR_ROOM:
-        return Decision(job.job_id, False, f"waits for {job.reason or 'scheduling'}, not for room",
-                        code="not_waiting_for_room")
-    waited = facts.now - job.submit_time.timestamp() if job.submit_time else 0.0
-    if waited < cfg.policy.burst_after:
-        return Decision(job.job_id, False, f"waited {waited:.0f}s of {cfg.policy.burst_after}s",
-                        code="too_early")
-    account = cfg.account(job.account)
-    if not account.burst:
-        return Decision(job.job_id, False, f"account {job.account} does not burst", code="account_stays")
-    if _opted_out(job):
-        return Decision(job.job_id, False, f"opted out (--constraint={OPT_OUT_FEATURE})", code="opted_out")
-    if not job.batch:
-        return Decision(job.job_id, False, "interactive allocation", code="interactive")
-    if account.budget_usd_month is not None:
-        spent = facts.spend_month.get(job.account, 0.0)
-        if spent >= account.budget_usd_month:
-            return Decision(job.job_id, False,
-                            f"account {job.account} spent {spent:.2f} of {account.budget_usd_month:.2f} USD this month",
-                            code="over_budget")
-    zone = residency.job_zone(cfg, job.account, [p for p in job.partitions if p in watched], job.features)
-    fitting, why_not = [], []
-    for pool in cfg.pools:
-        if (problem := shape_problem(pool, job)) is not None:
-            why_not.append(f"{pool.name}: {problem}")
-        elif pool.zone.countries is not None and zone.countries is not None \
-                and not pool.zone.countries & zone.countries:
-            why_not.append(f"{pool.name}: zone {pool.zone.name} shares no country with the job's")
-        elif not _can_launch(cfg, pool, zone, facts, _launchable if _launchable is not None else {}):
-            why_not.append(f"{pool.name}: no launchable region inside the job's zone right now")
-        else:
-            fitting.append(pool)
-    if not fitting:
-        return Decision(job.job_id, False, "no pool fits: " + "; ".join(why_not) if why_not else "no pools",
-                        code="no_pool_fits")
-    if committed + job.node_count > cfg.policy.max_cloud_nodes:
-        return Decision(job.job_id, False,
-                        f"cloud node limit: {committed} of {cfg.policy.max_cloud_nodes} in use or promised",
-                        code="node_limit")
-    parts = tuple(job.partitions) + tuple(p.partition for p in fitting)
-    return Decision(job.job_id, True, "waited for room past burst_after", parts, tuple(p.name for p in fitting),
-                    code="burst")
+@dataclass(frozen=True, slots=True)
+class _Static:
+    """What a decision needs that depends only on the job and the config, not on the clock or spend."""
+
+    job: Job
+    refused: Decision | None          # kept home whatever the facts say
+    order: int                        # first come, first burst: submit second << 32 | job id
+    budget: float | None
+    fit: int = -1                     # index into Policy._fits: its pools whose shape and zone fit
 
 
-def _can_launch(cfg: Config, pool: PoolConfig, zone, facts: Facts, memo: dict) -> bool:
-    # Tens of thousands of pending jobs share a handful of (pool, zone) pairs: rank each once per cycle.
-    key = (pool.name, zone.countries)
-    if key not in memo:
-        memo[key] = bool(selector.rank(cfg, pool, zone, facts.blocked, facts.book)[0])
-    return memo[key]
+class Policy:
+    """The burst policy for one config.
+
+    A job's static checks (partition, reason, account, opt-out, shape, zone) are
+    remembered per `Job` object, so a pending job that the Slurm adapter hands
+    back unchanged costs a dictionary lookup per cycle, not a re-evaluation.
+    Keyed by identity (and checked) because two equal jobs are still two jobs.
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self._watched = frozenset(cfg.slurm.watch_partitions)
+        self._burst_parts = frozenset(p.partition for p in cfg.pools)
+        self._static: dict[int, _Static] = {}
+        self._limit_text: tuple[int, str] = (-1, "")
+        self._reasons: dict[str, str] = {}
+        self._fit_ids: dict[tuple, int] = {}
+        self._fits: list[tuple[Any, tuple[PoolConfig, ...], tuple[str, ...]]] = []
+
+    def _static_of(self, job: Job) -> _Static:
+        cfg, jid = self.cfg, job.job_id
+        # Slurm's submit times are whole seconds, and job ids stay below 2**26: one int orders both.
+        order = (int(job.submit_time.timestamp()) << 32 | jid) if job.submit_time else _NEVER
+        account = cfg.account(job.account)
+
+        def refuse(reason: str, code: str) -> _Static:
+            reason = self._reasons.setdefault(reason, reason)    # thousands of jobs share a reason
+            return _Static(job, Decision(jid, False, reason, code=code), order, account.budget_usd_month)
+
+        if not self._watched.intersection(job.partitions):
+            return refuse("not pending in a watched partition", "not_watched")
+        if self._burst_parts.intersection(job.partitions):
+            return refuse("already eligible for the cloud", "already_eligible")
+        if job.reason not in WAITING_FOR_ROOM:
+            return refuse(f"waits for {job.reason or 'scheduling'}, not for room", "not_waiting_for_room")
+        if not account.burst:
+            return refuse(f"account {job.account} does not burst", "account_stays")
+        if _opted_out(job):
+            return refuse(f"opted out (--constraint={OPT_OUT_FEATURE})", "opted_out")
+        if not job.batch:
+            return refuse("interactive allocation", "interactive")
+        zone = residency.job_zone(cfg, job.account, [p for p in job.partitions if p in self._watched],
+                                  job.features)
+        fitting, why_not = [], []
+        for pool in cfg.pools:
+            if (problem := shape_problem(pool, job)) is not None:
+                why_not.append(f"{pool.name}: {problem}")
+            elif pool.zone.countries is not None and zone.countries is not None \
+                    and not pool.zone.countries & zone.countries:
+                why_not.append(f"{pool.name}: zone {pool.zone.name} shares no country with the job's")
+            else:
+                fitting.append(pool)
+        # Thousands of jobs share a few (zone, pools) combinations: number each, so a cycle checks
+        # launchability once per combination rather than once per job.
+        key = (zone.countries, tuple(p.name for p in fitting), tuple(why_not))
+        fit = self._fit_ids.get(key)
+        if fit is None:
+            fit = self._fit_ids[key] = len(self._fits)
+            self._fits.append((zone, tuple(fitting), tuple(why_not)))
+        return _Static(job, None, order, account.budget_usd_month, fit)
+
+    def decide(self, jobs: Iterable[Job], facts: Facts) -> list[Decision]:
+        """One decision per pending job, oldest first (first come, first burst)."""
+        if len(self._fits) > _MAX_FITS:      # distinct job shapes pile up over months: start afresh
+            self._static, self._fits, self._fit_ids, self._reasons = {}, [], {}, {}
+        cache, fresh = self._static, {}
+        statics = []
+        for job in jobs:
+            if job.state != "PENDING":
+                continue
+            st = cache.get(id(job))
+            if st is None or st.job is not job:
+                st = self._static_of(job)
+            fresh[id(job)] = st
+            statics.append(st)
+        self._static = fresh              # jobs no longer pending leave the cache
+        statics.sort(key=attrgetter("order"))
+        # Jobs already eligible but not yet running hold cloud nodes too: count them against the limit.
+        committed = facts.active_cloud_nodes + sum(
+            st.job.node_count for st in statics if st.refused is not None and st.refused.code == "already_eligible")
+        out, fits = [], {}
+        self._limit_text = (-1, "")
+        for st in statics:
+            d = st.refused or self._decide_dynamic(st, facts, committed, fits)
+            if d.burst:
+                committed += st.job.node_count
+            out.append(d)
+        return out
+
+    def _decide_dynamic(self, st: _Static, facts: Facts, committed: int, fits: dict) -> Decision:
+        cfg, job = self.cfg, st.job
+        waited = facts.now - (st.order >> 32) if st.order != _NEVER else 0.0
+        if waited < cfg.policy.burst_after:
+            return Decision(job.job_id, False, f"waited {waited:.0f}s of {cfg.policy.burst_after}s", code="too_early")
+        if st.budget is not None:
+            spent = facts.spend_month.get(job.account, 0.0)
+            if spent >= st.budget:
+                return Decision(job.job_id, False,
+                                f"account {job.account} spent {spent:.2f} of {st.budget:.2f} USD this month",
+                                code="over_budget")
+        fit = fits.get(st.fit)
+        if fit is None:
+            fit = fits[st.fit] = self._launchable(st.fit, facts)
+        parts_tail, pools, no_fit = fit
+        if no_fit is not None:
+            return Decision(job.job_id, False, no_fit, code="no_pool_fits")
+        if committed + job.node_count > cfg.policy.max_cloud_nodes:
+            if self._limit_text[0] != committed:     # once the limit is hit, every later job says the same
+                self._limit_text = (committed, f"cloud node limit: {committed} of {cfg.policy.max_cloud_nodes} "
+                                               "in use or promised")
+            return Decision(job.job_id, False, self._limit_text[1], code="node_limit")
+        return Decision(job.job_id, True, "waited for room past burst_after", tuple(job.partitions) + parts_tail,
+                        pools, code="burst")
+
+    def _launchable(self, fit: int, facts: Facts) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
+        """(burst partitions to add, pool names, or why no pool fits) for one fit combination, this cycle."""
+        zone, candidates, why_not = self._fits[fit]
+        fitting, why = [], list(why_not)
+        for pool in candidates:
+            if selector.rank(self.cfg, pool, zone, facts.blocked, facts.book)[0]:
+                fitting.append(pool)
+            else:
+                why.append(f"{pool.name}: no launchable region inside the job's zone right now")
+        if not fitting:
+            return (), (), "no pool fits: " + "; ".join(why) if why else "no pools"
+        return tuple(p.partition for p in fitting), tuple(p.name for p in fitting), None
 
 
 def decide(cfg: Config, jobs: Iterable[Job], facts: Facts) -> list[Decision]:
-    """One decision per pending job in a watched partition, oldest first (first come, first burst)."""
-    jobs = sorted((j for j in jobs if j.state == "PENDING"),
-                  key=lambda j: (j.submit_time or datetime.max.replace(tzinfo=timezone.utc), j.job_id))
-    burst_parts = {p.partition for p in cfg.pools}
-    # Jobs already eligible but not yet running hold cloud nodes too: count them against the limit.
-    committed = facts.active_cloud_nodes + sum(j.node_count for j in jobs if burst_parts.intersection(j.partitions))
-    out, memo = [], {}
-    for job in jobs:
-        d = decide_one(cfg, job, facts, committed, memo)
-        if d.burst:
-            committed += job.node_count
-        out.append(d)
-    return out
+    """One decision per pending job in a watched partition, oldest first (first come, first burst).
+
+    Stateless form of `Policy(cfg).decide`, for callers that decide once."""
+    return Policy(cfg).decide(jobs, facts)

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
@@ -497,10 +497,13 @@ def apply(cfg: Config, db: StateDB, slurm: SlurmBackend, providers: Mapping[str,
 
 
 def reconcile(cfg: Config, db: StateDB, slurm: SlurmBackend, providers: Mapping[str, Provider], *,
-              now: float | None = None) -> Report:
+              now: float | None = None, observe_nodes: Callable[[list[Node]], None] | None = None) -> Report:
+    """One pass. OBSERVE_NODES gets the node states read for it, so the caller need not read them again."""
     clock = time.monotonic()
     now = time.time() if now is None else float(now)
     views = gather(cfg, db, slurm, providers, now)
+    if observe_nodes is not None and views.slurm_error is None:
+        observe_nodes(list(views.nodes.values()))
     report = apply(cfg, db, slurm, providers, plan(cfg, views, now), now)
     report.provider_errors = dict(views.provider_errors)
     report.slurm_error = views.slurm_error

@@ -29,6 +29,7 @@ REQUEST_KINDS = ("resume", "suspend", "resume_fail", "power_up")
 ACTIVE_STATES = ("launching", "running", "terminating")
 BLOCK_SCOPES = ("zone", "region", "provider")
 _ACTIVE_SQL = f"state IN {ACTIVE_STATES}"
+RECENT_REQUESTS = 2000
 
 # Substrings of event keys that suggest a secret; secrets never reach the DB.
 _SECRET_WORDS = ("munge", "secret", "password", "token")
@@ -164,7 +165,13 @@ def _v3(db: Database) -> None:
     db["instances"].add_column("account", str)
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2, _v3]
+def _v4(db: Database) -> None:
+    # The daemon sums this month's spend every watch cycle: find the rows alive this month without
+    # reading 60 days of closed ones.
+    db["instances"].create_index(["terminated_at"])
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -487,11 +494,11 @@ class StateDB:
                 "data_json": json.dumps(data, sort_keys=True, default=str)})
 
     def events(self, kind: str | None = None, node: str | None = None,
-               since: float | None = None) -> list[dict[str, Any]]:
+               since: float | None = None, after_id: int = 0) -> list[dict[str, Any]]:
         rows = self._rows(
             "SELECT * FROM events WHERE (:kind IS NULL OR kind = :kind) "
-            "AND (:node IS NULL OR node = :node) AND (:since IS NULL OR ts >= :since) "
-            "ORDER BY id", {"kind": kind, "node": node, "since": since})
+            "AND (:node IS NULL OR node = :node) AND (:since IS NULL OR ts >= :since) AND id > :after "
+            "ORDER BY id", {"kind": kind, "node": node, "since": since, "after": after_id})
         for r in rows:
             r["data"] = json.loads(r.pop("data_json"))
         return rows
@@ -534,23 +541,60 @@ class StateDB:
                      source, stamp))
         return len(rows)
 
-    def spend_by_account(self, since: float, until: float | None = None) -> dict[str, float]:
-        """USD of every instance interval inside [since, until), by the account that caused it."""
+    def spend_by_account(self, since: float, until: float | None = None, *, closed_by: float | None = None,
+                         alive_after: float | None = None) -> dict[str, float]:
+        """USD of every instance interval inside [since, until), by the account that caused it.
+
+        CLOSED_BY keeps only rows terminated at or before it; ALIVE_AFTER only rows still alive, or
+        terminated, after it. The two split the rows exactly, so a caller can sum closed rows once
+        and add the live ones each cycle."""
         end = _now(until)
-        out: dict[str, float] = {}
-        for r in self._rows("SELECT account, price_per_hour, launched_at, terminated_at FROM instances "
-                            "WHERE launched_at IS NOT NULL AND launched_at < ? "
-                            "AND (terminated_at IS NULL OR terminated_at > ?)", (end, since)):
-            start, stop = max(r["launched_at"], since), min(r["terminated_at"] or end, end)
-            key = r["account"] or ""
-            out[key] = out.get(key, 0.0) + max(0.0, stop - start) * r["price_per_hour"] / 3600.0
-        return out
+        which = "terminated_at IS NULL OR terminated_at > :since"
+        if closed_by is not None:
+            which = "terminated_at > :since AND terminated_at <= :closed_by"
+        elif alive_after is not None:
+            # Two index lookups on terminated_at rather than a scan of every row ever closed.
+            which = "id IN (SELECT id FROM instances WHERE terminated_at IS NULL UNION ALL " \
+                    "SELECT id FROM instances WHERE terminated_at > MAX(:since, :alive_after))"
+        rows = self._rows(
+            "SELECT COALESCE(account, '') AS account, SUM(MAX(0.0, MIN(COALESCE(terminated_at, :end), :end) "
+            "- MAX(launched_at, :since)) * price_per_hour) / 3600.0 AS usd FROM instances "
+            f"WHERE launched_at IS NOT NULL AND launched_at < :end AND ({which}) GROUP BY 1",
+            {"end": end, "since": since, "closed_by": closed_by, "alive_after": alive_after})
+        return {r["account"]: float(r["usd"] or 0.0) for r in rows}
+
+    def count_active(self) -> dict[tuple[str, str], int]:
+        """(provider, region) -> instances launching, up or terminating: without reading the rows."""
+        rows = self._rows(f"SELECT provider, region, COUNT(*) AS n FROM instances WHERE {_ACTIVE_SQL} "
+                          "GROUP BY provider, region")
+        return {(r["provider"], r["region"]): r["n"] for r in rows}
+
+    def high_water(self) -> tuple[int, int]:
+        """(newest event id, newest instance id): where a reader of new rows starts."""
+        row = self._one("SELECT (SELECT COALESCE(MAX(id), 0) FROM events) AS e, "
+                        "(SELECT COALESCE(MAX(id), 0) FROM instances) AS i")
+        return int(row["e"]), int(row["i"])
+
+    def failed_since(self, after_id: int) -> list[InstanceRow]:
+        """Failed instance rows with an id above AFTER_ID (the metrics' high-water mark)."""
+        return [_instance(r) for r in self._rows("SELECT * FROM instances WHERE state = 'failed' AND id > ? "
+                                                 "ORDER BY id", (after_id,))]
 
     def last_request_times(self, nodes: list[str], kinds: tuple[str, ...]) -> dict[str, float]:
         """Node -> when the newest request of one of KINDS naming it was received."""
         if not nodes:
             return {}
-        sql = ("SELECT j.value AS node, MAX(r.received_at) AS at FROM requests r, json_each(r.nodes_json) j "
+        # The nodes asked about are almost always named by one of the newest requests: look there
+        # first, and search the whole table only for the nodes not found.
+        found = self._request_times(nodes, kinds, recent=RECENT_REQUESTS)
+        missing = [n for n in nodes if n not in found]
+        if missing:
+            found.update(self._request_times(missing, kinds, recent=None))
+        return found
+
+    def _request_times(self, nodes: list[str], kinds: tuple[str, ...], recent: int | None) -> dict[str, float]:
+        source = "requests" if recent is None else f"(SELECT * FROM requests ORDER BY id DESC LIMIT {int(recent)})"
+        sql = (f"SELECT j.value AS node, MAX(r.received_at) AS at FROM {source} r, json_each(r.nodes_json) j "
                f"WHERE r.kind IN ({','.join('?' * len(kinds))}) AND j.value IN ({','.join('?' * len(nodes))}) "
                "GROUP BY j.value")
         return {r["node"]: float(r["at"]) for r in self._rows(sql, tuple(kinds) + tuple(nodes))}

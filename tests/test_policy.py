@@ -104,3 +104,29 @@ def test_shape_problem_is_none_for_a_fitting_job():
 def test_month_start_is_the_first_of_the_month_utc():
     assert month_start(datetime(2026, 11, 30, 8, tzinfo=timezone.utc).timestamp()) == \
         datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp()
+
+
+def test_a_policy_kept_across_cycles_reuses_static_checks_per_job_object(monkeypatch):
+    from slurm_bridge import policy as policy_mod
+
+    pol = policy_mod.Policy(CFG)
+    a, b = job(1, waited=100), job(2, reason="Dependency")
+    first = pol.decide([a, b], facts())
+    assert {d.job_id: d.code for d in first} == {1: "too_early", 2: "not_waiting_for_room"}
+    calls = []
+    real = pol._static_of
+    monkeypatch.setattr(pol, "_static_of", lambda j: calls.append(j.job_id) or real(j))
+    # The clock moves on: the same job objects are decided again without their static checks.
+    later = Facts(now=NOW + 600, active_cloud_nodes=0, spend_month={}, blocked=lambda p, r: None)
+    second = pol.decide([a, b], later)
+    assert {d.job_id: d.code for d in second} == {1: "burst", 2: "not_waiting_for_room"} and calls == []
+    # A job whose squeue line changed is a new object: checked again. Gone jobs leave the cache.
+    b2 = job(2, reason="Resources", waited=700)
+    third = pol.decide([b2], later)
+    assert [d.code for d in third] == ["burst"] and calls == [2]
+    assert len(pol._static) == 1
+
+
+def test_a_job_that_can_never_burst_says_why_at_once_not_after_burst_after():
+    assert one(job(waited=5, features="onprem")).code == "opted_out"
+    assert one(job(waited=5, batch=False)).code == "interactive"

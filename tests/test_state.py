@@ -317,3 +317,25 @@ def test_two_processes_write_concurrently(tmp_path: Path):
         assert {r.client_token for r in rows} == {f"{t}-{i}" for t in "ab" for i in range(200)}
         assert all(r.instance_id == f"i-{r.client_token}" for r in rows)
         assert sdb.db.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION
+
+
+def test_spend_by_account_sums_overlap_and_splits_exactly_at_a_cut(db: StateDB):
+    # 32.77 USD/h each: closed at 3,700 (before the cut), closed at 7,300 (after it), still running.
+    rows = []
+    for i, (start, end) in enumerate([(100.0, 3700.0), (3700.0, 7300.0), (5000.0, None)]):
+        row = launch(db, f"n{i}", f"t{i}", now=start)
+        db.launched(row, f"i-{i}", now=start)
+        if end is not None:
+            db.terminated(row, now=end)
+        rows.append(row)
+    db.db.execute("UPDATE instances SET account = 'physics'")
+    hour = 32.77
+    full = db.spend_by_account(0.0, 9000.0)
+    assert full["physics"] == pytest.approx(hour * (1.0 + 1.0 + 4000 / 3600))
+    # A month starting at 2,000 counts only what each row ran after it.
+    assert db.spend_by_account(2000.0, 9000.0)["physics"] == pytest.approx(hour * (1700 + 3600 + 4000) / 3600)
+    cut = 5000.0
+    closed = db.spend_by_account(0.0, cut, closed_by=cut)
+    alive = db.spend_by_account(0.0, 9000.0, alive_after=cut)
+    assert closed["physics"] == pytest.approx(hour)                     # only the first row
+    assert closed["physics"] + alive["physics"] == pytest.approx(full["physics"])
