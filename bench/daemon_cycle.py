@@ -69,14 +69,11 @@ FIXTURES = REPO / "tests" / "fixtures" / "slurm-22.05.8"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from datetime import UTC, datetime
 
-from slurm_bridge import policy, residency
+from slurm_bridge import policy
 from slurm_bridge.errors import SlurmError
-from slurm_bridge.models import Job
-from slurm_bridge.policy import Decision
 from slurm_bridge.providers.base import TOKEN_TAG, Instance
-from slurm_bridge.slurm import parse
+from slurm_bridge.slurm import node_text, pending
 from slurm_bridge.slurm.cli_backend import CliSlurm
 
 CPU_TARGET_S = 1.0
@@ -179,11 +176,6 @@ def render_config(tmp: Path, nodes: int, max_cloud_nodes: int, budgets: dict[str
 
 
 # --- Slurm output, scaled up from the captured fixtures -------------------------------------------
-
-def slurm_text(data: dict) -> str:
-    """JSON the way Slurm 22.05 prints it: 2-space indent and '/' escaped (only strings hold '/')."""
-    return json.dumps(data, indent=2).replace("/", "\\/")
-
 
 # (weight, tres_per_node, tres_per_job, tres_per_task, nodes, tasks, cpus, mem/cpu MB, mem/node MB)
 # The GRES forms 22.05 writes: --gres=gpu:a100:4 and --gpus-per-node are tres_per_node
@@ -387,30 +379,44 @@ def build_sinfo(rng: random.Random, cfg, templates: dict, now: int, active: dict
     return doc
 
 
-# What-if only: the same pending jobs as one narrow line each, the shape of
-#   squeue --noheader --array -t PENDING -p gpu,gpu-long -O "JobID:|,ArrayJobID:|,..."
-# (filters that 22.05 honours for text output but not for --json). The field list and the
-# rendering of each field are this benchmark's, NOT captured from Slurm: before the daemon
-# relies on such a format, capture it from the lab into tests/fixtures like the JSON.
-NARROW_FIELDS = ("job_id", "array_job_id", "array_task", "user_name", "account", "partition", "job_state",
-                 "state_reason", "submit_time", "start_time", "time_limit", "node_count", "cpus",
-                 "memory_per_cpu", "memory_per_node", "tres_per_node", "tres_per_job", "tres_per_task", "tasks",
-                 "features", "batch_flag", "requeue", "nodes", "admin_comment", "name")
+def _limit(minutes: int | None) -> str:
+    if not minutes:
+        return "UNLIMITED"
+    d, rest = divmod(minutes * 60, 86400)
+    h, m = divmod(rest // 60, 60)
+    return f"{d}-{h:02d}:{m:02d}:00" if d else (f"{h}:{m:02d}:00" if h else f"{m}:00")
 
 
-def _iso(ts) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts)) if ts else "N/A"
-
-
-def narrow_squeue(doc: dict) -> str:
+def pending_text(doc: dict, partitions: set[str]) -> str:
+    """What `squeue --Format=<pending.FORMAT>` prints for the pending jobs in PARTITIONS, field by field
+    as captured in tests/fixtures/slurm-22.05.8/squeue_pending.txt (N/A and (null) for unset fields)."""
     out = []
     for j in doc["jobs"]:
-        if j["job_state"] != "PENDING" or not set(WATCHED) & set(j["partition"].split(",")):
+        if j["job_state"] != "PENDING" or not partitions & set(j["partition"].split(",")):
             continue
         task = j["array_task_id"] if j["array_task_id"] is not None else (j["array_task_string"] or "N/A")
-        row = {**j, "array_task": task, "submit_time": _iso(j["submit_time"]), "start_time": _iso(j["start_time"]),
-               "batch_flag": int(bool(j["batch_flag"])), "requeue": int(bool(j["requeue"]))}
-        out.append("|".join("N/A" if row[f] in (None, "") else str(row[f]) for f in NARROW_FIELDS))
+        fields = [j["job_id"], j["array_job_id"] or j["job_id"], task, j["partition"], j["user_name"], j["account"],
+                  "PENDING", j["state_reason"],
+                  time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(j["submit_time"])),
+                  _limit(j["time_limit"]), j["node_count"], j["cpus"], j["tasks"], j["tres_req_str"],
+                  j["tres_per_node"] or "N/A", j["tres_per_job"] or "N/A", j["tres_per_task"] or "N/A",
+                  int(bool(j["batch_flag"])), int(bool(j.get("requeue", True))), j["features"] or "(null)",
+                  j["name"]]
+        out.append("\t".join(str(f) for f in fields))
+    return "\n".join(out) + "\n"
+
+
+def sinfo_text(doc: dict) -> str:
+    """What `sinfo --Format=<node_text.FORMAT>` prints for these nodes, one line per node and partition,
+    field by field as captured in tests/fixtures/slurm-22.05.8/sinfo_nodes.txt."""
+    out = []
+    for n in doc["nodes"]:
+        state = "+".join([n["state"].lower()] + [f.lower() for f in n.get("state_flags") or []])
+        for part in n["partitions"] or ["(null)"]:
+            fields = [n["name"], state, n["features"] or "(null)", n["active_features"] or "(null)", n["address"],
+                      n["hostname"], part, n["gres"] or "(null)", n["cpus"], n["real_memory"],
+                      n.get("comment") or "(null)", n.get("reason") or "none"]
+            out.append("\t".join(str(f) for f in fields))
     return "\n".join(out) + "\n"
 
 
@@ -579,24 +585,26 @@ def setup(tmp: Path, jobs: int, nodes: int, history: int, headroom: int) -> dict
     squeue, qstats = build_squeue(rng, by_state, now, jobs, eligible_nodes, running_cloud,
                                   {p.name: p.partition for p in cfg.pools})
     sinfo = build_sinfo(rng, cfg, by_state, now, active, down)
-    (tmp / "squeue.json").write_text(slurm_text(squeue))
-    (tmp / "squeue_narrow.txt").write_text(narrow_squeue(squeue))
-    (tmp / "sinfo.json").write_text(slurm_text(sinfo))
+    parts = set(WATCHED) | {p.partition for p in cfg.pools}
+    (tmp / "squeue_pending.txt").write_text(pending_text(squeue, parts))
+    squeue_argv = pending.argv([*WATCHED, *sorted({p.partition for p in cfg.pools})])
+    (tmp / "sinfo.txt").write_text(sinfo_text(sinfo))
+    sinfo_argv = node_text.argv([n for p in cfg.pools for n in p.node_names])
     listing = [{"instance_id": r["instance_id"], "node": n, "region": r["region"],
                 "state": {"launching": "pending"}.get(r["state"], "running"), "address": r["address"],
                 "instance_type": r["itype"], "launched_at": r["launched_at"], "pool": r["pool"], "token": r["token"]}
                for n, r in active.items()]
     (tmp / "listing.json").write_text(json.dumps(listing))
-    return {"config": str(path), "now": now, "squeue": str(tmp / "squeue.json"), "sinfo": str(tmp / "sinfo.json"),
-            "squeue_narrow": str(tmp / "squeue_narrow.txt"),
+    return {"config": str(path), "now": now, "squeue": str(tmp / "squeue_pending.txt"), "squeue_argv": squeue_argv,
+            "sinfo": str(tmp / "sinfo.txt"), "sinfo_argv": sinfo_argv,
             "listing": str(tmp / "listing.json"),
             "fixture": {"pending_jobs": qstats["pending"], "running_jobs": qstats["running"],
                         "completed_jobs": qstats["completed"], "array_records": qstats["array_records"],
                         "already_eligible_jobs": qstats["already_eligible_jobs"],
                         "already_eligible_nodes": qstats["already_eligible_nodes"],
-                        "squeue_json_mb": round((tmp / "squeue.json").stat().st_size / 2**20, 1),
+                        "squeue_text_mb": round((tmp / "squeue_pending.txt").stat().st_size / 2**20, 1),
                         "sinfo_nodes": len(sinfo["nodes"]), "cloud_nodes": nodes,
-                        "sinfo_json_mb": round((tmp / "sinfo.json").stat().st_size / 2**20, 1),
+                        "sinfo_text_mb": round((tmp / "sinfo.txt").stat().st_size / 2**20, 1),
                         "pools": {p.name: p.size for p in cfg.pools}, "regions": len(cfg.local_regions),
                         "active_rows": len(active),
                         "active_by_state": {s: sum(1 for r in active.values() if r["state"] == s)
@@ -617,7 +625,7 @@ class BenchSlurm(CliSlurm):
         self.outputs = outputs
         self.calls: dict[str, int] = {}
 
-    def run(self, argv: list[str]) -> str:
+    def run(self, argv: list[str], *, tz: str | None = None) -> str:
         key = " ".join(argv[:2])
         self.calls[key] = self.calls.get(key, 0) + 1
         if tuple(argv) in self.outputs:
@@ -685,10 +693,8 @@ def make_daemon(m: dict):
     log_path = Path(m["config"]).parent / "daemon.log"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=[logging.FileHandler(log_path)])     # as cli.cmd_daemon, to a file
-    d = Daemon(m["config"])
-    # Daemon has no parameter for these: replace what Daemon._open built (a CliSlurm, a LocalProvider).
-    slurm = BenchSlurm({("squeue", "--json"): m["squeue"], ("sinfo", "--json"): m["sinfo"]})
-    d.slurm, d.providers = slurm, {"local": StandInProvider(listing)}
+    slurm = BenchSlurm({tuple(m["squeue_argv"]): m["squeue"], tuple(m["sinfo_argv"]): m["sinfo"]})
+    d = Daemon(m["config"], slurm=slurm, providers={"local": StandInProvider(listing)})
     if m["metrics"]:
         d.metrics = Metrics()     # as with --metrics-port; not served
     return d, slurm, log_path
@@ -699,12 +705,25 @@ def run_cycle(d, slurm: BenchSlurm, log_path: Path) -> dict:
         with open(log_path, "rb") as f:
             return sum(1 for _ in f)
 
+    import gc
+
+    gc_spent = [0.0, 0.0, {0: 0, 1: 0, 2: 0}]
+
+    def gc_timer(phase, info):     # CPU time inside the cyclic garbage collector, by generation
+        if phase == "start":
+            gc_spent[1] = time.process_time()
+        else:
+            gc_spent[0] += time.process_time() - gc_spent[1]
+            gc_spent[2][info["generation"]] += 1
+
     before_calls, before_lines = dict(slurm.calls), lines()
+    gc.callbacks.append(gc_timer)
     w0, c0 = time.perf_counter(), time.process_time()
     decisions = d.watch_once()
     w1, c1 = time.perf_counter(), time.process_time()
     report = d.reconcile_once()
     w2, c2 = time.perf_counter(), time.process_time()
+    gc.callbacks.remove(gc_timer)
     codes: dict[str, int] = {}
     for dec in decisions:
         codes[dec.code] = codes.get(dec.code, 0) + 1
@@ -715,7 +734,7 @@ def run_cycle(d, slurm: BenchSlurm, log_path: Path) -> dict:
             "reconcile_errors": len(report.errors), "provider_errors": report.provider_errors,
             "slurm_error": report.slurm_error,
             "commands": {k: v - before_calls.get(k, 0) for k, v in slurm.calls.items() if v - before_calls.get(k, 0)},
-            "log_lines": lines() - before_lines}
+            "log_lines": lines() - before_lines, "gc_cpu_s": round(gc_spent[0], 3), "gc_runs": gc_spent[2]}
 
 
 def step_times(d, slurm: BenchSlurm, log_path: Path) -> dict:
@@ -736,14 +755,15 @@ def step_times(d, slurm: BenchSlurm, log_path: Path) -> dict:
                 s[1] += 1
         return wrapper
 
-    patches = [(parse, "load_json", "json.loads (parse.load_json)"),
-               (parse, "jobs_from_squeue", "parse.jobs_from_squeue"),
-               (parse, "nodes_from_sinfo", "parse.nodes_from_sinfo"),
-               (policy, "decide", "policy.decide"),
+    patches = [               (pending.PendingParser, "parse", "PendingParser.parse"),
+               (node_text.NodeParser, "parse", "NodeParser.parse"),
+               (policy.Policy, "decide", "Policy.decide"),
                (reconcile, "gather", "reconcile.gather"),
                (reconcile, "plan", "reconcile.plan"),
                (reconcile, "apply", "reconcile.apply"),
                (StateDB, "active_instances", "StateDB.active_instances"),
+               (StateDB, "count_active", "StateDB.count_active"),
+               (StateDB, "failed_since", "StateDB.failed_since"),
                (StateDB, "spend_by_account", "StateDB.spend_by_account"),
                (StateDB, "instances", "StateDB.instances"),
                (StateDB, "events", "StateDB.events"),
@@ -752,7 +772,7 @@ def step_times(d, slurm: BenchSlurm, log_path: Path) -> dict:
                (StateDB, "event", "StateDB.event"),
                (StateDB, "is_blocked", "StateDB.is_blocked")]
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
-    methods = ("_update_metrics", "_guard_pools", "_count_launches", "_write_status")
+    methods = ("_update_metrics", "_update_node_metrics", "_guard_pools", "_count_launches", "_write_status")
     try:
         for obj, name, label in patches:
             setattr(obj, name, timed(label, getattr(obj, name)))
@@ -771,397 +791,6 @@ def step_times(d, slurm: BenchSlurm, log_path: Path) -> dict:
     return {"cycle_cpu_s": round(total, 3),
             **{k: {"cpu_ms": round(v[0] * 1000, 1), "calls": v[1]}
                for k, v in sorted(spent.items(), key=lambda kv: -kv[1][0])}}
-
-
-# --- what-if prototypes (bench only; slurm_bridge/ is not changed) -------------------------------------
-
-def _cpu(fn, repeat: int = 3):
-    """(best CPU seconds of REPEAT calls, the last result)."""
-    best, result = None, None
-    for _ in range(repeat):
-        c = time.process_time()
-        result = fn()
-        t = time.process_time() - c
-        best = t if best is None else min(best, t)
-    return best, result
-
-
-def _heap_mb(fn) -> tuple[float, float]:
-    """Python heap (tracemalloc) of FN: (peak during the call, still held by its result) in MB."""
-    import tracemalloc
-
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    result = fn()
-    current, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    del result
-    return round((peak - base) / 2**20, 1), round((current - base) / 2**20, 1)
-
-
-class NarrowParser:
-    """Prototype: Jobs from lines of the narrow text (see NARROW_FIELDS); repeated strings are shared
-    and GRES requests memoised, across calls."""
-
-    NA = "N/A"
-
-    def __init__(self, job_cls=None):
-        self.job_cls = job_cls or Job
-        self.shared: dict[str, str] = {}
-        self.gres: dict[tuple, object] = {}
-
-    def _text(self, v: str) -> str:
-        return "" if v == self.NA else self.shared.setdefault(v, v)
-
-    def _when(self, v: str):
-        return None if v == self.NA else datetime.fromisoformat(v).astimezone(UTC)
-
-    def _num(self, v: str):
-        return None if v == self.NA else int(v)
-
-    def job(self, line: str):
-        na, text_of, num = self.NA, self._text, self._num
-        (job_id, array_job, task, user, account, partition, state, reason, submit, start, limit, nodes, cpus,
-         mem_cpu, mem_node, tpn, tpj, tpt, tasks, features, batch, requeue, nodelist, comment,
-         name) = line.split("|", 24)
-        nodes_n, tasks_n = int(nodes) or 1, int(tasks) or 1
-        key = (tpn, tpj, tpt, tasks_n, nodes_n)
-        g = self.gres.get(key)
-        if g is None:
-            g = self.gres[key] = parse.gres_request(text_of(tpn), text_of(tpj), text_of(tpt), tasks_n, nodes_n)
-        return self.job_cls(
-            job_id=int(job_id), name=text_of(name), user=text_of(user), account=text_of(account),
-            partitions=tuple(p for p in text_of(partition).split(",") if p), state=text_of(state),
-            reason=text_of(reason), submit_time=self._when(submit), start_time=self._when(start),
-            time_limit_min=num(limit), node_count=nodes_n, cpus=int(cpus) or 1, memory_per_cpu_mb=num(mem_cpu),
-            memory_per_node_mb=num(mem_node), gres=g, features=text_of(features), requeue=requeue == "1",
-            batch=batch == "1", array_job_id=(int(array_job) or None) if array_job != na else None,
-            array_task=None if task == na else task, nodes=text_of(nodelist), admin_comment=text_of(comment))
-
-
-def parse_narrow(text: str, job_cls=None) -> list:
-    parser = NarrowParser(job_cls)
-    return [parser.job(line) for line in text.splitlines()]
-
-
-def decide_prototype(cfg, jobs, facts) -> list:
-    """policy.decide with what does not change between jobs computed once per cycle: the watched and
-    burst partition sets, each account's zone and opt-out, and the pool loop per (zone, shape).
-    Same decisions, same order (checked against policy.decide on the bench queue)."""
-    far = datetime.max.replace(tzinfo=UTC)
-    jobs = sorted((j for j in jobs if j.state == "PENDING"), key=lambda j: (j.submit_time or far, j.job_id))
-    watched = frozenset(cfg.slurm.watch_partitions)
-    burst_parts = frozenset(p.partition for p in cfg.pools)
-    committed = facts.active_cloud_nodes + sum(j.node_count for j in jobs if not burst_parts.isdisjoint(j.partitions))
-    launchable, zones, fits, opted = {}, {}, {}, {}
-    after, limit = cfg.policy.burst_after, cfg.policy.max_cloud_nodes
-    out = []
-    for job in jobs:
-        jid = job.job_id
-        if watched.isdisjoint(job.partitions):
-            out.append(Decision(jid, False, "not pending in a watched partition", code="not_watched"))
-            continue
-        if not burst_parts.isdisjoint(job.partitions):
-            out.append(Decision(jid, False, "already eligible for the cloud", code="already_eligible"))
-            continue
-        if job.reason not in policy.WAITING_FOR_ROOM:
-            out.append(Decision(jid, False, f"waits for {job.reason or 'scheduling'}, not for room",
-                                code="not_waiting_for_room"))
-            continue
-        waited = facts.now - job.submit_time.timestamp() if job.submit_time else 0.0
-        if waited < after:
-            out.append(Decision(jid, False, f"waited {waited:.0f}s of {after}s", code="too_early"))
-            continue
-        account = cfg.account(job.account)
-        if not account.burst:
-            out.append(Decision(jid, False, f"account {job.account} does not burst", code="account_stays"))
-            continue
-        o = opted.get(job.features)
-        if o is None:
-            o = opted[job.features] = policy.OPT_OUT_FEATURE in residency.feature_names(job.features)
-        if o:
-            out.append(Decision(jid, False, f"opted out (--constraint={policy.OPT_OUT_FEATURE})", code="opted_out"))
-            continue
-        if not job.batch:
-            out.append(Decision(jid, False, "interactive allocation", code="interactive"))
-            continue
-        if account.budget_usd_month is not None:
-            spent = facts.spend_month.get(job.account, 0.0)
-            if spent >= account.budget_usd_month:
-                out.append(Decision(jid, False, f"account {job.account} spent {spent:.2f} of "
-                                    f"{account.budget_usd_month:.2f} USD this month", code="over_budget"))
-                continue
-        parts = tuple(p for p in job.partitions if p in watched)
-        zkey = (job.account, parts, job.features)
-        zone = zones.get(zkey)
-        if zone is None:
-            zone = zones[zkey] = residency.job_zone(cfg, job.account, list(parts), job.features)
-        fkey = (zone.countries, job.gres, job.node_count, job.cpus, job.memory_per_node_mb, job.memory_per_cpu_mb)
-        fit = fits.get(fkey)
-        if fit is None:
-            fitting, why_not = [], []
-            for pool in cfg.pools:
-                if (problem := policy.shape_problem(pool, job)) is not None:
-                    why_not.append(f"{pool.name}: {problem}")
-                elif pool.zone.countries is not None and zone.countries is not None \
-                        and not pool.zone.countries & zone.countries:
-                    why_not.append(f"{pool.name}: zone {pool.zone.name} shares no country with the job's")
-                elif not policy._can_launch(cfg, pool, zone, facts, launchable):
-                    why_not.append(f"{pool.name}: no launchable region inside the job's zone right now")
-                else:
-                    fitting.append(pool)
-            fit = fits[fkey] = (tuple(fitting), "no pool fits: " + "; ".join(why_not) if why_not else "no pools")
-        fitting, why = fit
-        if not fitting:
-            out.append(Decision(jid, False, why, code="no_pool_fits"))
-            continue
-        if committed + job.node_count > limit:
-            out.append(Decision(jid, False, f"cloud node limit: {committed} of {limit} in use or promised",
-                                code="node_limit"))
-            continue
-        out.append(Decision(jid, True, "waited for room past burst_after",
-                            tuple(job.partitions) + tuple(p.partition for p in fitting),
-                            tuple(p.name for p in fitting), code="burst"))
-        committed += job.node_count
-    return out
-
-
-class IncrementalWatch:
-    """Prototype: the watch loop keeping, across cycles, each pending job's parsed Job and the parts of
-    its decision that depend on the job alone, keyed by the job's line of narrow squeue text. A line
-    that did not change is not parsed again; per cycle only the clock (too_early), the spend
-    (over_budget), launchability (no_pool_fits, memoised per pool and zone as now) and the node limit
-    are looked at. Returns the same decisions as policy.decide (checked on the bench queue). Fields
-    that change while a job waits (Slurm's StartTime estimate, priority) must stay out of the line."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.parser = NarrowParser()
-        self.lines: dict[str, tuple] = {}
-        self.watched = frozenset(cfg.slurm.watch_partitions)
-        self.burst_parts = frozenset(p.partition for p in cfg.pools)
-        self.far = datetime.max.replace(tzinfo=UTC)
-
-    def _entry(self, line: str) -> tuple:
-        job = self.parser.job(line)
-        cfg, jid = self.cfg, job.job_id
-        held = not self.burst_parts.isdisjoint(job.partitions)
-        before = after = zone = fkey = None
-        submit = job.submit_time.timestamp() if job.submit_time else None
-        if self.watched.isdisjoint(job.partitions):
-            before = Decision(jid, False, "not pending in a watched partition", code="not_watched")
-        elif held:
-            before = Decision(jid, False, "already eligible for the cloud", code="already_eligible")
-        elif job.reason not in policy.WAITING_FOR_ROOM:
-            before = Decision(jid, False, f"waits for {job.reason or 'scheduling'}, not for room",
-                              code="not_waiting_for_room")
-        account = cfg.account(job.account)
-        if not account.burst:
-            after = Decision(jid, False, f"account {job.account} does not burst", code="account_stays")
-        elif policy.OPT_OUT_FEATURE in residency.feature_names(job.features):
-            after = Decision(jid, False, f"opted out (--constraint={policy.OPT_OUT_FEATURE})", code="opted_out")
-        elif not job.batch:
-            after = Decision(jid, False, "interactive allocation", code="interactive")
-        else:
-            parts = [p for p in job.partitions if p in self.watched]
-            zone = residency.job_zone(cfg, job.account, parts, job.features)
-            fkey = (zone.countries, job.gres, job.node_count, job.cpus, job.memory_per_node_mb,
-                    job.memory_per_cpu_mb)
-        return ((job.submit_time or self.far, jid), job, submit, held, before, after, account, zone, fkey)
-
-    def decide(self, text: str, facts) -> list:
-        cfg, get, current = self.cfg, self.lines.get, {}
-        for line in text.splitlines():
-            current[line] = get(line) or self._entry(line)
-        self.lines = current
-        entries = sorted(current.values(), key=lambda e: e[0])
-        committed = facts.active_cloud_nodes + sum(e[1].node_count for e in entries if e[3])
-        now, wait, limit = facts.now, cfg.policy.burst_after, cfg.policy.max_cloud_nodes
-        fits, launchable, out = {}, {}, []
-        for _, job, submit, _, before, after, account, zone, fkey in entries:
-            if before is not None:
-                out.append(before)
-                continue
-            waited = now - submit if submit is not None else 0.0
-            if waited < wait:
-                out.append(Decision(job.job_id, False, f"waited {waited:.0f}s of {wait}s", code="too_early"))
-                continue
-            if after is not None:
-                out.append(after)
-                continue
-            if account.budget_usd_month is not None:
-                spent = facts.spend_month.get(job.account, 0.0)
-                if spent >= account.budget_usd_month:
-                    out.append(Decision(job.job_id, False, f"account {job.account} spent {spent:.2f} of "
-                                        f"{account.budget_usd_month:.2f} USD this month", code="over_budget"))
-                    continue
-            fit = fits.get(fkey)
-            if fit is None:
-                fitting, why_not = [], []
-                for pool in cfg.pools:
-                    if (problem := policy.shape_problem(pool, job)) is not None:
-                        why_not.append(f"{pool.name}: {problem}")
-                    elif pool.zone.countries is not None and zone.countries is not None \
-                            and not pool.zone.countries & zone.countries:
-                        why_not.append(f"{pool.name}: zone {pool.zone.name} shares no country with the job's")
-                    elif not policy._can_launch(cfg, pool, zone, facts, launchable):
-                        why_not.append(f"{pool.name}: no launchable region inside the job's zone right now")
-                    else:
-                        fitting.append(pool)
-                fit = fits[fkey] = (tuple(fitting), "no pool fits: " + "; ".join(why_not) if why_not else "no pools")
-            if not fit[0]:
-                out.append(Decision(job.job_id, False, fit[1], code="no_pool_fits"))
-            elif committed + job.node_count > limit:
-                out.append(Decision(job.job_id, False, f"cloud node limit: {committed} of {limit} in use or promised",
-                                    code="node_limit"))
-            else:
-                out.append(Decision(job.job_id, True, "waited for room past burst_after",
-                                    tuple(job.partitions) + tuple(p.partition for p in fit[0]),
-                                    tuple(p.name for p in fit[0]), code="burst"))
-                committed += job.node_count
-        return out
-
-
-def what_ifs(d, slurm: BenchSlurm, log_path: Path, m: dict) -> dict:
-    import dataclasses
-    import gc
-
-    from slurm_bridge import reconcile
-    from slurm_bridge.prices import book_for
-
-    out: dict = {}
-    cfg, db, now = d.cfg, d.db, time.time()
-
-    # 1. The garbage collector: the same cycle with it off, and with the daemon's startup objects frozen.
-    gc.collect()
-    gc.disable()
-    try:
-        out["cycle_gc_disabled_cpu_s"] = round(run_cycle(d, slurm, log_path)["cpu_s"], 3)
-    finally:
-        gc.enable()
-    gc.freeze()
-    try:
-        out["cycle_gc_freeze_cpu_s"] = round(run_cycle(d, slurm, log_path)["cpu_s"], 3)
-    finally:
-        gc.unfreeze()
-
-    # 2. squeue: --json as now vs the narrow text (same pending jobs in watched partitions).
-    watched = set(cfg.slurm.watch_partitions)
-    json_cpu, jobs = _cpu(lambda: slurm.jobs(), 1)
-    narrow_path = Path(m["squeue_narrow"])
-    narrow_cpu, narrow = _cpu(lambda: parse_narrow(narrow_path.read_text()))
-    want = [j for j in jobs if j.state == "PENDING" and watched & set(j.partitions)]
-    assert narrow == want, "the narrow prototype lost information"
-    slots_job = dataclasses.make_dataclass("SlotsJob", [(f.name, f.type, f) for f in dataclasses.fields(Job)],
-                                           frozen=True, slots=True)
-    json_peak, json_held = _heap_mb(lambda: slurm.jobs())
-    narrow_peak, narrow_held = _heap_mb(lambda: parse_narrow(narrow_path.read_text()))
-    out["squeue"] = {
-        "json_mb": round(Path(m["squeue"]).stat().st_size / 2**20, 1),
-        "narrow_mb": round(narrow_path.stat().st_size / 2**20, 1),
-        "json_jobs_cpu_ms": round(json_cpu * 1000), "narrow_jobs_cpu_ms": round(narrow_cpu * 1000),
-        "json_heap_peak_mb": json_peak, "json_held_mb": json_held,
-        "narrow_heap_peak_mb": narrow_peak, "narrow_held_mb": narrow_held,
-        "narrow_slots_held_mb": _heap_mb(lambda: parse_narrow(narrow_path.read_text(), slots_job))[1],
-        "jobs": len(want)}
-
-    # 3. policy.decide vs the prototype, on the same jobs and facts.
-    book = book_for(cfg.price_overrides, db.prices())
-    facts = policy.Facts(now=now, active_cloud_nodes=len(db.active_instances()),
-                         spend_month=db.spend_by_account(policy.month_start(now), now), blocked=d._blocked, book=book)
-    dec_cpu, dec = _cpu(lambda: policy.decide(cfg, jobs, facts))
-    fast_cpu, fast = _cpu(lambda: decide_prototype(cfg, jobs, facts))
-    assert fast == dec, "the decide prototype decides differently"
-    out["decide"] = {"now_ms": round(dec_cpu * 1000), "prototype_ms": round(fast_cpu * 1000),
-                     "decisions_held_mb": _heap_mb(lambda: policy.decide(cfg, jobs, facts))[1]}
-
-    # 3b. Incremental watch (narrow text + per-line cache): a cold cycle, then a steady one 15 s later.
-    inc = IncrementalWatch(cfg)
-    text = narrow_path.read_text()
-    cold_cpu, cold = _cpu(lambda: inc.decide(text, facts), 1)
-    assert cold == dec
-    later = dataclasses.replace(facts, now=facts.now + cfg.policy.poll_interval)
-    steady_cpu, steady = _cpu(lambda: inc.decide(narrow_path.read_text(), later))
-    assert steady == policy.decide(cfg, jobs, later), "the incremental prototype decides differently"
-
-    def filled():
-        watch = IncrementalWatch(cfg)
-        watch.decide(text, facts)
-        return watch
-    out["incremental"] = {"cold_ms": round(cold_cpu * 1000), "steady_ms": round(steady_cpu * 1000),
-                          "cache_held_mb": _heap_mb(filled)[1]}
-
-    # 4. reconcile.plan: the per-row scan of every live instance vs an index built once.
-    views = reconcile.gather(cfg, db, slurm, d.providers, now)
-    plan_cpu, _ = _cpu(lambda: reconcile.plan(cfg, views, now))
-    live = {(p, i.instance_id): i for p, listed in views.instances.items() for i in listed if i.state in reconcile.LIVE}
-    claimed = {(r.provider, r.instance_id): r for r in views.rows if r.instance_id and (r.provider, r.instance_id) in live}
-
-    def scan():
-        return [[(k, i) for k, i in live.items() if claimed.get(k) is row] for row in views.rows]
-
-    def index():
-        by_row: dict[int, list] = {}
-        for k, i in live.items():
-            r = claimed.get(k)
-            if r is not None:
-                by_row.setdefault(id(r), []).append((k, i))
-        return [by_row.get(id(row), []) for row in views.rows]
-
-    scan_cpu, a = _cpu(scan)
-    index_cpu, b = _cpu(index)
-    assert a == b
-    out["plan"] = {"now_ms": round(plan_cpu * 1000), "scan_ms": round(scan_cpu * 1000),
-                   "index_ms": round(index_cpu * 1000), "rows": len(views.rows), "live": len(live)}
-
-    # 5. State DB reads of the cycle vs SQL that returns only what the daemon uses.
-    conn = db._conn
-    since = policy.month_start(now)
-    active = "state IN ('launching', 'running', 'terminating')"
-    sql = {
-        "count active (watch: len(active_instances()))": (
-            lambda: len(db.active_instances()),
-            lambda: conn.execute(f"SELECT COUNT(*) FROM instances WHERE {active}").fetchone()[0]),
-        "instances per provider/region (_update_metrics)": (
-            lambda: _count_by(db.active_instances()),
-            lambda: {(p, r): n for p, r, n in conn.execute(
-                f"SELECT provider, region, COUNT(*) FROM instances WHERE {active} GROUP BY 1, 2")}),
-        "spend_by_account (watch)": (
-            lambda: db.spend_by_account(since, now),
-            lambda: {a: s for a, s in conn.execute(
-                "SELECT COALESCE(account, ''), SUM(MAX(0.0, MIN(COALESCE(terminated_at, :end), :end) "
-                "- MAX(launched_at, :since)) * price_per_hour / 3600.0) FROM instances "
-                "WHERE launched_at IS NOT NULL AND launched_at < :end "
-                "AND (terminated_at IS NULL OR terminated_at > :since) GROUP BY 1",
-                {"end": now, "since": since})}),
-        "failed rows since start (_count_launches)": (
-            lambda: [r.id for r in db.instances(since=d._started) if r.state == "failed"],
-            lambda: [r[0] for r in conn.execute(
-                "SELECT id FROM instances WHERE state = 'failed' AND id > ? "
-                "AND (terminated_at IS NULL OR terminated_at >= ?) ORDER BY id", (0, d._started))]),
-    }
-    out["db"] = {}
-    for label, (old, new) in sql.items():
-        old_cpu, a = _cpu(old)
-        new_cpu, b = _cpu(new)
-        if isinstance(a, dict):
-            assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-6 * max(1.0, abs(a[k])) for k in a), label
-        else:
-            assert a == b, label
-        out["db"][label] = {"now_ms": round(old_cpu * 1000, 1), "sql_ms": round(new_cpu * 1000, 1)}
-
-    # 6. One sinfo --json read (the cycle makes two: _update_metrics and reconcile.gather).
-    names = [n for p in cfg.pools for n in p.node_names]
-    sinfo_cpu, _ = _cpu(lambda: slurm.nodes(names))
-    out["sinfo_read_ms"] = round(sinfo_cpu * 1000)
-    return out
-
-
-def _count_by(rows) -> dict:
-    live: dict[tuple[str, str], int] = {}
-    for row in rows:
-        live[(row.provider, row.region)] = live.get((row.provider, row.region), 0) + 1
-    return live
 
 
 def child(manifest_path: str) -> None:
@@ -1209,8 +838,6 @@ def child(manifest_path: str) -> None:
         stats.sort_stats("cumulative").print_stats(15)
         stats.sort_stats("tottime").print_stats(15)
         out["profile"] = text.getvalue()
-    if m["what_if"]:
-        out["what_if"] = what_ifs(d, slurm, log_path, m)
     out["scontrol_updates_total"] = slurm.calls.get("scontrol update", 0)
     print(json.dumps(out))
 
@@ -1229,18 +856,22 @@ def print_table(res: dict) -> None:
     mach = res["machine"]
     print(f"machine: {mach['date_utc']}, nproc {mach['nproc']}, {mach['machine']}, Python {mach['python']}, "
           f"1-min load {mach['loadavg_1m']}; metrics {'on' if res['metrics'] else 'off'}")
-    print(f"squeue --json: {f['pending_jobs']:,} pending + {f['running_jobs']:,} running + {f['completed_jobs']} "
-          f"completed jobs, {f['squeue_json_mb']} MB; sinfo --json: {f['sinfo_nodes']:,} nodes "
-          f"({f['cloud_nodes']:,} cloud), {f['sinfo_json_mb']} MB")
+    print(f"squeue (pending, text): {f['pending_jobs']:,} pending jobs ({f['running_jobs']:,} running and "
+          f"{f['completed_jobs']} completed ones are not listed), {f['squeue_text_mb']} MB; sinfo (text): "
+          f"{f['sinfo_nodes']:,} nodes "
+          f"({f['cloud_nodes']:,} cloud), {f['sinfo_text_mb']} MB")
     print(f"state DB: {f['db_rows']:,} instance rows ({f['active_rows']:,} active: {f['active_by_state']}), "
           f"{f['db_requests']:,} requests, {f['db_events']:,} events, {f['db_mb']} MB")
     print(f"queue: {f['already_eligible_jobs']:,} pending jobs already eligible hold {f['already_eligible_nodes']:,} "
           f"nodes; max_cloud_nodes {f['max_cloud_nodes']:,}, headroom {f['headroom']}")
     print()
-    print(f"{'cycle':<10}{'CPU s':>8}{'watch':>8}{'reconcile':>10}{'wall s':>8}{'scontrol':>9}{'log lines':>10}")
+    print(f"{'cycle':<10}{'CPU s':>8}{'watch':>8}{'reconcile':>10}{'wall s':>8}{'in gc':>8}  {'gc runs 0/1/2':<14}"
+          f"{'scontrol':>9}{'log lines':>10}")
     for name, c in [("warm-up", r["warmup"])] + [(f"run {i + 1}", c) for i, c in enumerate(runs)]:
+        g = c["gc_runs"]
+        gens = "/".join(str(g.get(k, g.get(str(k), 0))) for k in (0, 1, 2))
         print(f"{name:<10}{c['cpu_s']:>8.3f}{c['watch_cpu_s']:>8.3f}{c['reconcile_cpu_s']:>10.3f}{c['wall_s']:>8.3f}"
-              f"{c['commands'].get('scontrol update', 0):>9}{c['log_lines']:>10}")
+              f"{c['gc_cpu_s']:>8.3f}  {gens:<14}{c['commands'].get('scontrol update', 0):>9}{c['log_lines']:>10}")
     print()
     last = runs[-1]
     print(f"decisions: {last['decisions']:,}  {json.dumps(last['codes'], sort_keys=True)}")
@@ -1264,29 +895,6 @@ def print_table(res: dict) -> None:
     for k, v in r["steps"].items():
         if k != "cycle_cpu_s":
             print(f"  {k:<48}{v['cpu_ms']:>9.1f} ms{v['calls']:>6} calls")
-    w = r.get("what_if")
-    if w:
-        print()
-        print("what-if prototypes (in this file only; CPU ms, best of 3):")
-        print(f"  cycle with gc disabled: {w['cycle_gc_disabled_cpu_s']:.3f} s; with gc.freeze() after the warm-up: "
-              f"{w['cycle_gc_freeze_cpu_s']:.3f} s")
-        q = w["squeue"]
-        print(f"  slurm.jobs(), {q['jobs']:,} pending jobs in watched partitions: squeue --json ({q['json_mb']} MB) "
-              f"{q['json_jobs_cpu_ms']} ms, heap peak {q['json_heap_peak_mb']} MB, result {q['json_held_mb']} MB")
-        print(f"    narrow text prototype ({q['narrow_mb']} MB): {q['narrow_jobs_cpu_ms']} ms, heap peak "
-              f"{q['narrow_heap_peak_mb']} MB, result {q['narrow_held_mb']} MB ({q['narrow_slots_held_mb']} MB with "
-              f"a slots=True Job)")
-        print(f"  policy.decide: {w['decide']['now_ms']} ms -> prototype {w['decide']['prototype_ms']} ms "
-              f"(same decisions); the decisions hold {w['decide']['decisions_held_mb']} MB")
-        i = w["incremental"]
-        print(f"  narrow text + decide, cached per squeue line across cycles: first cycle {i['cold_ms']} ms, "
-              f"next cycles {i['steady_ms']} ms (same decisions); the cache holds {i['cache_held_mb']} MB")
-        p = w["plan"]
-        print(f"  reconcile.plan: {p['now_ms']} ms, of which the per-row scan of live instances {p['scan_ms']} ms "
-              f"({p['rows']:,} rows x {p['live']:,} instances); indexed once: {p['index_ms']} ms")
-        for label, v in w["db"].items():
-            print(f"  {label}: {v['now_ms']} ms -> SQL {v['sql_ms']} ms")
-        print(f"  one sinfo --json read of the pool nodes: {w['sinfo_read_ms']} ms (the cycle makes 2)")
     if r.get("profile"):
         print()
         print(r["profile"])
@@ -1302,7 +910,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="measured cycles after the warm-up (default 3)")
     ap.add_argument("--no-metrics", action="store_true", help="run the daemon without its Metrics")
     ap.add_argument("--profile", action="store_true", help="cProfile one more cycle: top 15 cumulative and tottime")
-    ap.add_argument("--what-if", action="store_true", help="also time the prototype fixes (bench only)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (fixtures, DB, daemon.log)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -1326,7 +933,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(me + ["--setup", str(tmp), json.dumps(sizes)], check=True, cwd=REPO)
         setup_s = time.perf_counter() - t
         manifest = json.loads((tmp / "manifest.json").read_text())
-        manifest.update(repeat=max(1, args.repeat), profile=args.profile, what_if=args.what_if,
+        manifest.update(repeat=max(1, args.repeat), profile=args.profile,
                         metrics=not args.no_metrics)
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         proc = subprocess.run(me + ["--child", str(tmp / "manifest.json")], capture_output=True, text=True,
