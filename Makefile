@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 DEBS   := slurmctld slurmd slurm-client slurmdbd munge mariadb-server mariadb-client \
-          iproute2 util-linux python3-venv lua5.3 systemd
+          iproute2 util-linux python3-venv lua5.3 systemd chromium
 STAMP  := $(VENV)/.installed
 
 .PHONY: test demo deps debs venv clean
