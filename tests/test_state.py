@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_bridge import state
+from slurm_bridge import schema, state
 from slurm_bridge.errors import BridgeError
 from slurm_bridge.state import StateDB, StateError
 
@@ -40,7 +40,7 @@ def test_fresh_db_is_at_the_current_version_in_wal_with_pragmas(db: StateDB):
     raw = sqlite3.connect(db.path)
     assert raw.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION == len(state.MIGRATIONS)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert set(db.db.table_names()) == {"requests", "instances", "events", "blocks", "prices"}
+    assert set(db.db.table_names()) == {"requests", "instances", "events", "blocks", "prices", "job_runs", "meta"}
     indexed = {tuple(i.columns) for i in db.db.table("instances").indexes}
     assert {("node", "state"), ("instance_id",), ("state",), ("client_token",)} <= indexed
     assert db.db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
@@ -68,7 +68,7 @@ def test_reopen_runs_no_migration_and_keeps_rows(tmp_path: Path, monkeypatch):
 
 def test_pending_migrations_apply_in_order_and_roll_back_on_failure(tmp_path, monkeypatch):
     # Start from a version-1 database, whatever the current schema is.
-    monkeypatch.setattr(state, "MIGRATIONS", [state._v1])
+    monkeypatch.setattr(state, "MIGRATIONS", [schema._v1])
     monkeypatch.setattr(state, "SCHEMA_VERSION", 1)
     StateDB.open(tmp_path).close()
 
@@ -76,7 +76,7 @@ def test_pending_migrations_apply_in_order_and_roll_back_on_failure(tmp_path, mo
         db.table("instances").add_column("rack", str)
         raise RuntimeError("half-way")
 
-    monkeypatch.setattr(state, "MIGRATIONS", [state._v1, v2_broken])
+    monkeypatch.setattr(state, "MIGRATIONS", [schema._v1, v2_broken])
     monkeypatch.setattr(state, "SCHEMA_VERSION", 2)
     with pytest.raises(RuntimeError, match="half-way"):
         StateDB.open(tmp_path)
@@ -88,7 +88,7 @@ def test_pending_migrations_apply_in_order_and_roll_back_on_failure(tmp_path, mo
     def v2(db):
         db.table("instances").add_column("rack", str)
 
-    monkeypatch.setattr(state, "MIGRATIONS", [state._v1, v2])
+    monkeypatch.setattr(state, "MIGRATIONS", [schema._v1, v2])
     with StateDB.open(tmp_path) as sdb:
         assert sdb.db.execute("PRAGMA user_version").fetchone()[0] == 2
         assert "rack" in sdb.db.table("instances").columns_dict
