@@ -411,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     sts.add_argument("--json", action="store_true", help="machine-readable output")
     sts.set_defaults(func=cmd_status)
 
+    from .cli_cost import register as register_cost
+
+    register_cost(sub)
+
     demo = sub.add_parser("demo", help="bring up the lab and show a GPU job end to end",
                           description="Start the lab (if needed), run GPU jobs as a researcher would, "
                                       "and print what happened.")

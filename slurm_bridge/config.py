@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from .catalog import EU_MEMBERS
 from .cloud_config import AwsConfig, GcpConfig, PriceOverride, parse_aws, parse_gcp, parse_price_overrides
+from .costmodel import OnpremModel
 from .errors import ConfigError
 from .models import Zone
 from .tomlcheck import (_BAD, _MISSING, _WORD, _Checker, _is_int, _key, _ok, _show, _suggest,
@@ -125,6 +126,15 @@ class LocalRegion:
 
 
 @dataclass(frozen=True)
+class CostConfig:
+    """[cost]: how cloud time is shared among jobs, how often sacct is read, and what owned GPUs cost."""
+
+    weight: str = "gpu"                   # share a node's time by allocated GPUs, or by Slurm's billing TRES
+    ingest_interval: int = 300            # seconds between the daemon's sacct reads
+    onprem: OnpremModel | None = None     # [cost.onprem]; on-prem jobs are priced only with it
+
+
+@dataclass(frozen=True)
 class Config:
     cluster: ClusterConfig
     slurm: SlurmConfig
@@ -140,6 +150,7 @@ class Config:
     gcp: GcpConfig | None = None
     partition_zones: Mapping[str, Zone] = field(default_factory=_frozen)   # [partitions.NAME] zone
     price_overrides: tuple[PriceOverride, ...] = ()
+    cost: CostConfig = field(default_factory=lambda: CostConfig())
 
     def account(self, name: str) -> AccountConfig:
         return self.accounts.get(name) or self.accounts["default"]
@@ -424,7 +435,31 @@ def _partitions(ck: _Checker, data: dict, zones: dict[str, Zone | None]) -> dict
     return out
 
 
-_TOP_KEYS = ("cluster", "slurm", "policy", "zones", "accounts", "partitions", "pools", "providers", "prices")
+_TOP_KEYS = ("cluster", "slurm", "policy", "zones", "accounts", "partitions", "pools", "providers", "prices",
+             "cost")
+
+
+def _cost(ck: _Checker, data: dict) -> CostConfig:
+    raw = data.get("cost", _MISSING)
+    if raw is _MISSING:
+        return CostConfig()
+    t = ck.table("cost", raw, ("weight", "ingest_interval", "onprem"))
+    if t is None:
+        return CostConfig()
+    weight = t.get("weight", "str", "gpu")
+    if weight not in (_BAD, "gpu", "billing"):
+        weight = ck.add(t.at("weight"), f"must be \"gpu\" or \"billing\", got {_show(weight)}")
+    interval = t.get("ingest_interval", "int", 300, 10)
+    onprem = None
+    table = t.get("onprem", "table", None)
+    if isinstance(table, dict):
+        try:
+            onprem = OnpremModel.from_table(table)
+        except ConfigError as exc:     # the model's message is "cost.onprem.<key>: <reason>"
+            path, _, reason = str(exc).partition(": ")
+            ck.add(path if path.startswith("cost.onprem") else "cost.onprem", reason or str(exc))
+    return CostConfig(weight if isinstance(weight, str) else "gpu",
+                      interval if _is_int(interval) else 300, onprem)
 
 
 def _build(data: dict, label: str, source: Path | None) -> Config:
@@ -437,6 +472,7 @@ def _build(data: dict, label: str, source: Path | None) -> Config:
     regions, lab_dir, clouds = _providers(ck, data)
     partition_zones = _partitions(ck, data, zones)
     overrides = parse_price_overrides(ck, data)
+    cost = _cost(ck, data)
     if slurm and regions:
         slowest = max(regions, key=lambda r: r.boot_seconds)
         if slurm.resume_timeout <= slowest.boot_seconds:
@@ -448,7 +484,7 @@ def _build(data: dict, label: str, source: Path | None) -> Config:
     good_zones = {name: zone for name, zone in zones.items() if zone is not None}
     extra = {"local_lab_dir": lab_dir} if isinstance(lab_dir, Path) else {}
     extra.update(aws=clouds.get("aws"), gcp=clouds.get("gcp"), partition_zones=_frozen(partition_zones),
-                 price_overrides=overrides)
+                 price_overrides=overrides, cost=cost)
     return Config(cluster, slurm, policy, _frozen(good_zones), _frozen(accounts), tuple(pools),
                   tuple(regions), source, **extra)
 

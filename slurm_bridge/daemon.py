@@ -246,6 +246,19 @@ class Daemon:
         self._write_status()
         return report
 
+    def ingest_once(self):
+        """Read new job records from sacct into the state DB, for cost reports (slurmdbd down: retried)."""
+        from .accounting import ingest
+
+        started = time.monotonic()
+        result = ingest(self.db, self.slurm)
+        log.log(logging.INFO if result.ok else logging.WARNING,
+                kv(event="ingest", read=result.read, changed=result.changed, error=result.error or "-"))
+        self._status["ingest"] = {"at": time.time(), "read": result.read, "changed": result.changed,
+                                  "error": result.error}
+        self._observe("ingest", started)
+        return result
+
     def refresh_prices(self) -> dict[str, int]:
         from .prices import refresh_spot
 
@@ -305,6 +318,8 @@ class Daemon:
                       id="watch", next_run_time=_now_dt())
         sched.add_job(guarded("reconcile", self.reconcile_once), "interval",
                       seconds=self.cfg.policy.reconcile_interval, id="reconcile", next_run_time=_now_dt())
+        sched.add_job(guarded("ingest", self.ingest_once), "interval", seconds=self.cfg.cost.ingest_interval,
+                      id="ingest", next_run_time=_now_dt())
         if self.cfg.aws is not None:
             sched.add_job(guarded("prices", self.refresh_prices), "interval", seconds=3600, id="prices",
                           next_run_time=_now_dt())

@@ -365,3 +365,24 @@ def test_catalog():
     assert len(ISO_COUNTRIES) == 249
     assert len(EU_MEMBERS) == 27 and EU_MEMBERS <= ISO_COUNTRIES
     assert "GR" in EU_MEMBERS and "EL" not in ISO_COUNTRIES and "GB" not in EU_MEMBERS
+
+
+def test_cost_section_names_the_key_and_the_reason():
+    import tomllib
+
+    from configs import EXAMPLE
+    from slurm_bridge.config import parse_config
+
+    onprem = ("\n[cost.onprem]\ncapex_per_gpu_usd = 30000\namortisation_years = 4\npower_kw_per_gpu = 0.7\n"
+              "pue = {pue}\nusd_per_kwh = 0.25\nops_usd_per_gpu_year = 2000\ngpus = 64\n")
+    good = parse_config(tomllib.loads(EXAMPLE + "\n[cost]\nweight = \"billing\"\n" + onprem.format(pue=1.3)))
+    assert good.cost.weight == "billing" and good.cost.onprem.gpus == 64
+    assert round(good.cost.onprem.usd_per_gpu_hour, 4) == round((30000 / 4 + 2000) / 8766 + 0.7 * 1.3 * 0.25, 4)
+    assert parse_config(tomllib.loads(EXAMPLE)).cost.onprem is None
+    with pytest.raises(ConfigError) as err:
+        parse_config(tomllib.loads(EXAMPLE + "\n[cost]\nweight = \"cpu\"\ningest_interval = 1\n"
+                                   + onprem.format(pue=0.9).replace("gpus = 64", "gpus = 64\nracks = 2")))
+    text = str(err.value)
+    assert 'cost.weight: must be "gpu" or "billing", got "cpu"' in text
+    assert "cost.ingest_interval: must be at least 10" in text
+    assert "cost.onprem.racks: unknown key" in text

@@ -47,4 +47,5 @@ class SlurmBackend(Protocol):
                      comment: str | None = None) -> None: ...
 
     def accounting(self, *, since: datetime, until: datetime | None = None,
-                   job_ids: Sequence[int] | None = None) -> list[AccountingRecord]: ...
+                   job_ids: Sequence[int] | None = None, runs: bool = False) -> list[AccountingRecord]:
+        """Job allocations from slurmdbd; RUNS lists every run of a requeued job, not only its last."""

@@ -111,8 +111,11 @@ class CliSlurm:
         return parse.partitions_from_scontrol(self.run(["scontrol", "-o", "show", "partition"]))
 
     def accounting(self, *, since: datetime, until: datetime | None = None,
-                   job_ids: Sequence[int] | None = None) -> list[AccountingRecord]:
+                   job_ids: Sequence[int] | None = None, runs: bool = False) -> list[AccountingRecord]:
+        """RUNS: every run of a requeued job (sacct -D), not only its last."""
         argv = ["sacct", "--json", "-a", "-S", _sacct_time(since)]
+        if runs:
+            argv.append("--duplicates")
         argv += ["-E", _sacct_time(until)] if until else ["-E", "now"]
         if job_ids:
             argv += ["-j", ",".join(str(j) for j in job_ids)]
