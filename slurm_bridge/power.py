@@ -163,7 +163,10 @@ def gate(cfg: Config, db: StateDB, slurm: SlurmBackend, job_id: int, *, timeout:
         return None
     deadline = clock() + timeout
     while clock() < deadline:
-        if not any(n.powering_up for n in slurm.node_details(cloud)):
+        # slurmctld runs this at allocation, often before its power-save thread has even asked for
+        # the node: a node still powered down is about to power up, not up.
+        # A node set down (its launch failed) will not come up: the job is requeued, stop waiting.
+        if not any(n.powering_up or (n.powered_down and n.state != "DOWN") for n in slurm.node_details(cloud)):
             break
         sleep(1.0)
     zone = residency.job_zone(cfg, account, partitions, features)
@@ -180,4 +183,28 @@ def gate(cfg: Config, db: StateDB, slurm: SlurmBackend, job_id: int, *, timeout:
             return f"node {node} runs in {row.provider}/{row.region} ({country}), outside job {job_id}'s zone"
     log.info("job %d: %s inside its zone (%s)", job_id, ",".join(cloud),
              "anywhere" if zone.countries is None else ",".join(sorted(zone.countries)))
+    comment = trail_comment([r for r in (db.active_for_node(n) for n in cloud) if r is not None])
+    if comment:
+        try:
+            slurm.update_job(job_id, admin_comment=comment)
+            log.info("job %d: AdminComment %s", job_id, comment)
+        except BridgeError as exc:   # the trail is for people; the job must not wait on it
+            log.warning("job %d: could not set AdminComment %s: %s", job_id, comment, exc)
     return None
+
+
+def trail_comment(rows) -> str:
+    """A short JSON of where a job runs, for `sacct -o JobID,AdminComment`: one object per distinct
+    (provider, region, instance type, price), with how many of the job's nodes it has."""
+    import json
+
+    seen: dict[tuple, int] = {}
+    for r in rows:
+        key = (r.provider, r.region, r.instance_type, round(r.price_per_hour, 4), bool(r.spot))
+        seen[key] = seen.get(key, 0) + 1
+    items = [{"provider": p, "region": g, "type": t, "usd_h": price, **({"spot": True} if spot else {}),
+              **({"nodes": n} if len(seen) > 1 or n > 1 else {})}
+             for (p, g, t, price, spot), n in seen.items()]
+    if not items:
+        return ""
+    return json.dumps(items[0] if len(items) == 1 else items, separators=(",", ":"))
