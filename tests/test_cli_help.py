@@ -37,3 +37,15 @@ def test_usage_errors_exit_2(capsys):
         main(["lab", "nonsense"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_every_command_is_in_the_readme():
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    leaves = [path for path, parser in walk(build_parser())
+              if path and not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)]
+    missing = [" ".join(p) for p in leaves if f"slurm-bridge {' '.join(p)}" not in readme]
+    assert not missing, f"commands not documented in README.md: {', '.join(missing)}"
+    for script in ("slurm-bridge-resume", "slurm-bridge-suspend", "slurm-bridge-resume-fail", "slurm-bridge-prolog"):
+        assert script in readme, f"{script} is not documented in README.md"
