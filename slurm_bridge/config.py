@@ -20,13 +20,14 @@ from .cloud_config import AwsConfig, GcpConfig, PriceOverride, parse_aws, parse_
 from .costmodel import OnpremModel
 from .errors import ConfigError
 from .models import Zone
+from .ssh_config import SshConfig, parse_ssh
 from .tomlcheck import (_BAD, _MISSING, _WORD, _Checker, _is_int, _key, _ok, _show, _suggest,
                         _Table)
 
 DEFAULT_CONFIG_PATH = Path("/etc/slurm-bridge/bridge.toml")
 ENV_VAR = "SLURM_BRIDGE_CONFIG"
 PROVIDER_KINDS = ("aws", "gcp", "local", "ssh")
-_NOT_YET = ("ssh",)
+_NOT_YET: tuple[str, ...] = ()
 
 _LABEL_RULE = "lower-case letters, digits and '-', starting with a letter"
 _LABEL = (re.compile(r"[a-z][a-z0-9-]{0,30}"), _LABEL_RULE + ", at most 31")
@@ -148,6 +149,7 @@ class Config:
     local_lab_dir: Path = Path("/var/tmp/slurm-bridge-lab")
     aws: AwsConfig | None = None
     gcp: GcpConfig | None = None
+    ssh: SshConfig | None = None
     partition_zones: Mapping[str, Zone] = field(default_factory=_frozen)   # [partitions.NAME] zone
     price_overrides: tuple[PriceOverride, ...] = ()
     cost: CostConfig = field(default_factory=lambda: CostConfig())
@@ -404,6 +406,8 @@ def _providers(ck: _Checker, data: dict) -> tuple[list[LocalRegion], Any, dict]:
             clouds["aws"] = parse_aws(ck, path, value)
         elif kind == "gcp":
             clouds["gcp"] = parse_gcp(ck, path, value)
+        elif kind == "ssh":
+            clouds["ssh"] = parse_ssh(ck, path, value)
         elif kind in _NOT_YET:
             ck.add(path, "this provider is not available yet in this version")
         elif kind != "local":
@@ -483,8 +487,8 @@ def _build(data: dict, label: str, source: Path | None) -> Config:
         raise ConfigProblems([f"{label}: {p}" for p in ck.problems])
     good_zones = {name: zone for name, zone in zones.items() if zone is not None}
     extra = {"local_lab_dir": lab_dir} if isinstance(lab_dir, Path) else {}
-    extra.update(aws=clouds.get("aws"), gcp=clouds.get("gcp"), partition_zones=_frozen(partition_zones),
-                 price_overrides=overrides, cost=cost)
+    extra.update(aws=clouds.get("aws"), gcp=clouds.get("gcp"), ssh=clouds.get("ssh"),
+                 partition_zones=_frozen(partition_zones), price_overrides=overrides, cost=cost)
     return Config(cluster, slurm, policy, _frozen(good_zones), _frozen(accounts), tuple(pools),
                   tuple(regions), source, **extra)
 

@@ -72,6 +72,16 @@ def offers(cfg: Config, pool: PoolConfig, book: PriceBook | None = None) -> tupl
                                          f"no price known for {itype} (import a price table)"))
                 continue
             found.append(Offer(provider, region, country, itype, float(price), spot_price is not None))
+    if cfg.ssh is not None:
+        # A host group is a region: its country is in the config, its price is what the owner asks.
+        itype = pool.instance_types.get("ssh")
+        for g in cfg.ssh.groups:
+            if itype is None:
+                excluded.append(Excluded("ssh", g.name, g.country, "pool has no ssh instance type"))
+            elif itype != g.instance_type:
+                excluded.append(Excluded("ssh", g.name, g.country, f"does not offer {itype}"))
+            else:
+                found.append(Offer("ssh", g.name, g.country, itype, float(g.price_per_hour), False))
     return found, excluded
 
 
@@ -106,6 +116,9 @@ def country_of(cfg: Config, provider: str, region: str) -> str | None:
     """The country a region lies in: local regions say it in config, clouds in the catalog."""
     if provider == "local":
         return next((r.country for r in cfg.local_regions if r.name == region), None)
+    if provider == "ssh":
+        group = cfg.ssh.group(region) if cfg.ssh is not None else None
+        return group.country if group is not None else None
     return region_country(provider, region)
 
 

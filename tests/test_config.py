@@ -185,8 +185,9 @@ MISTAKES = [
                  "providers.azure: unknown provider (known: aws, gcp, local, ssh)", id="unknown-provider"),
     pytest.param(EXAMPLE + '[providers.locall]\n',
                  "providers.locall: unknown provider (did you mean local?)", id="provider-typo"),
-    pytest.param(EXAMPLE + '[providers.ssh]\n',
-                 "providers.ssh: this provider is not available yet in this version", id="ssh-not-yet"),
+    pytest.param(EXAMPLE + '[providers.ssh]\nknown_hosts = "/etc/slurm-bridge/known_hosts"\n'
+                 'client_keys = ["/etc/slurm-bridge/id_ed25519"]\nusername = "sb"\n',
+                 "providers.ssh.groups: missing required key", id="ssh-without-groups"),
     pytest.param(EXAMPLE + '[providers.aws]\nregions = ["eu-centrl-1"]\nlaunch_template = "slurm-bridge"\n',
                  'providers.aws.regions[0]: unknown AWS region "eu-centrl-1" (did you mean eu-central-1?)',
                  id="aws-unknown-region"),

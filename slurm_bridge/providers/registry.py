@@ -21,4 +21,8 @@ def build(cfg: Config) -> dict[str, Provider]:
         from .gcp import GcpProvider
 
         providers["gcp"] = GcpProvider(cfg.gcp)
+    if cfg.ssh is not None:
+        from .ssh import SshProvider
+
+        providers["ssh"] = SshProvider(cfg.ssh, cfg.cluster.name)
     return providers
