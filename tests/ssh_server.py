@@ -12,6 +12,11 @@ $HOME/calls.jsonl:
 - `node-health HOST`: sleeps $HOME/slow seconds if present; fails if $HOME/unhealthy exists.
 Power: `power_on`/`power_off` commands touch POWER/<host>.on|.off; a host that is down starts
 listening once its .on file appears.
+
+SFTP is served too, rooted in the host's home, so a relative path means the same file to SFTP and
+to a command (as with sshd, where both start in the login directory). Every command line a host
+receives is kept in `SshLab.commands` as (host name, command), for tests that must prove what was
+never sent as a command.
 """
 
 from __future__ import annotations
@@ -97,6 +102,7 @@ class SshLab:
         self.key_file.chmod(0o600)
         self.hosts = [Host(i, root / "homes") for i in range(count)]
         self.sessions = self.peak = 0
+        self.commands: list[tuple[str, str]] = []
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -135,7 +141,8 @@ class SshLab:
                 asyncssh.SSHServer, host.name, host.port, server_host_keys=[host.key],
                 authorized_client_keys=asyncssh.import_authorized_keys(
                     self.client_key.export_public_key().decode()),
-                process_factory=lambda process: self._run(host, process))
+                process_factory=lambda process: self._run(host, process),
+                sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(host.home).encode()))
 
     async def _close(self, host: Host) -> None:
         if host.listener is not None:
@@ -144,6 +151,7 @@ class SshLab:
             host.listener = None
 
     async def _run(self, host: Host, process: asyncssh.SSHServerProcess) -> None:
+        self.commands.append((host.name, process.command or ""))
         # Sessions at work right now, across hosts: counted until just before the exit status is
         # sent, so a client can never see a session end that is still counted.
         self.sessions += 1
