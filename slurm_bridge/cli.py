@@ -412,8 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     sts.set_defaults(func=cmd_status)
 
     from .cli_cost import register as register_cost
+    from .cli_simulate import register as register_simulate
 
     register_cost(sub)
+    register_simulate(sub)
 
     demo = sub.add_parser("demo", help="bring up the lab and show a GPU job end to end",
                           description="Start the lab (if needed), run GPU jobs as a researcher would, "
