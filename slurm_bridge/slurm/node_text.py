@@ -14,6 +14,7 @@ from typing import Iterable
 
 from ..models import Node
 from .hostlists import compress
+from .linecache import LineCache
 from .parse import node_state
 
 FIELDS = ("NodeList", "StateComplete", "Features", "features_act", "NodeAddr", "NodeHost", "Partition",
@@ -29,40 +30,21 @@ def argv(names: Iterable[str] | None) -> list[str]:
     return out
 
 
-class NodeParser:
-    """sinfo lines to `Node`s, reusing last call's `Node` for a line that did not change."""
+class NodeParser(LineCache[Node]):
+    """sinfo lines to `Node`s, reusing last call's `Node` for a line that did not change; a node
+    printed once per partition becomes one `Node` with all of them."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[str, Node]] = {}
-        self._shared: dict = {}
-        self.bad_lines: list[str] = []
-
-    def _share(self, value):
-        return self._shared.setdefault(value, value)
+        super().__init__(parse_line)
 
     def parse(self, text: str) -> list[Node]:
-        old, new, bad = self._cache, {}, []
-        if len(self._shared) > 4 * len(old) + 1000:
-            self._shared = {}
         out: dict[str, Node] = {}
-        for line in text.splitlines():
-            if not line:
-                continue
-            hit = old.get(line)
-            if hit is None:
-                node = parse_line(line, self._share)
-                if node is None:
-                    bad.append(line)
-                    continue
-                hit = (line, node)
-            new[hit[0]] = hit
-            node = hit[1]
+        for node in super().parse(text):
             seen = out.get(node.name)
             if seen is None:
                 out[node.name] = node
             elif node.partitions[0] not in seen.partitions:
                 out[node.name] = _with_partitions(seen, seen.partitions + node.partitions)
-        self._cache, self.bad_lines = new, bad
         return list(out.values())
 
 

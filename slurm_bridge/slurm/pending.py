@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Iterable
 
 from ..models import Job
+from .linecache import LineCache
 from .parse import gres_request
 
 FIELDS = (
@@ -68,43 +69,11 @@ def memory_per_node_mb(tres: str, nodes: int) -> int | None:
     return -(-int(round(total)) // max(nodes, 1))
 
 
-class PendingParser:
-    """Turns squeue lines into `Job`s, reusing last call's `Job` for every line that did not change.
-
-    Most pending jobs look the same from one cycle to the next; parsing only
-    the changed lines is what keeps a 50,000-job cycle cheap. The cache holds
-    exactly the lines of the last call, so finished jobs leave it at once.
-    Jobs share equal field values (users, accounts, partition lists, GPU
-    requests): tens of thousands of jobs come from a few hundred users.
-    """
+class PendingParser(LineCache[Job]):
+    """squeue lines to `Job`s; a line that did not change since the last cycle is not parsed again."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[str, Job]] = {}
-        self._shared: dict = {}
-        self.bad_lines: list[str] = []
-
-    def _share(self, value):
-        return self._shared.setdefault(value, value)
-
-    def parse(self, text: str) -> list[Job]:
-        old, new, bad = self._cache, {}, []
-        if len(self._shared) > 4 * len(old) + 1000:     # values of jobs long gone: start afresh
-            self._shared = {}
-        out = []
-        for line in text.splitlines():
-            if not line:
-                continue
-            hit = old.get(line)
-            if hit is None:
-                job = parse_line(line, self._share)
-                if job is None:
-                    bad.append(line)
-                    continue
-                hit = (line, job)
-            new[hit[0]] = hit           # keep the old key: this cycle's copy of the line is freed
-            out.append(hit[1])
-        self._cache, self.bad_lines = new, bad
-        return out
+        super().__init__(parse_line)
 
 
 def _same(value):
