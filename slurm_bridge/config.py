@@ -83,6 +83,7 @@ class PolicyConfig:
     block_seconds: int = 600
     orphan_grace_s: int = 300
     reconcile_interval: int = 60
+    burst_interactive: bool = False      # salloc/srun allocations may burst too (they hold a terminal)
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def _cluster(ck: _Checker, data: dict) -> ClusterConfig | None:
 def _numbers(t: _Table, cls: type, minimum: dict[str, int]) -> dict[str, Any]:
     """Reads every int field of CLS with its dataclass default; at least 0 unless MINIMUM says."""
     return {f.name: t.get(f.name, "int", f.default, minimum.get(f.name, 0))
-            for f in dataclasses.fields(cls) if isinstance(f.default, int)}
+            for f in dataclasses.fields(cls) if type(f.default) is int}
 
 
 def _slurm(ck: _Checker, data: dict) -> SlurmConfig | None:
@@ -229,6 +230,8 @@ def _slurm(ck: _Checker, data: dict) -> SlurmConfig | None:
 def _policy(ck: _Checker, data: dict) -> PolicyConfig | None:
     t = ck.table("policy", data.get("policy", _MISSING), tuple(PolicyConfig.__dataclass_fields__))
     v = _numbers(t, PolicyConfig, {"poll_interval": 1, "reconcile_interval": 1}) if t else {}
+    if t:
+        v["burst_interactive"] = t.get("burst_interactive", "bool", False)
     return PolicyConfig(**v) if t and _ok(*v.values()) else None
 
 

@@ -126,14 +126,17 @@ class Policy:
             return refuse(f"account {job.account} does not burst", "account_stays")
         if _opted_out(job):
             return refuse(f"opted out (--constraint={OPT_OUT_FEATURE})", "opted_out")
-        if not job.batch:
-            return refuse("interactive allocation", "interactive")
+        if not job.batch and not cfg.policy.burst_interactive:
+            return refuse("interactive allocation (policy.burst_interactive is off)", "interactive")
         zone = residency.job_zone(cfg, job.account, [p for p in job.partitions if p in self._watched],
                                   job.features)
         fitting, why_not = [], []
         for pool in cfg.pools:
             if (problem := shape_problem(pool, job)) is not None:
                 why_not.append(f"{pool.name}: {problem}")
+            elif pool.spot and not job.requeue:
+                # A reclaimed spot node kills the job, and Slurm may not run it again.
+                why_not.append(f"{pool.name}: spot pool, and the job was submitted with --no-requeue")
             elif pool.zone.countries is not None and zone.countries is not None \
                     and not pool.zone.countries & zone.countries:
                 why_not.append(f"{pool.name}: zone {pool.zone.name} shares no country with the job's")

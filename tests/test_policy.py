@@ -130,3 +130,24 @@ def test_a_policy_kept_across_cycles_reuses_static_checks_per_job_object(monkeyp
 def test_a_job_that_can_never_burst_says_why_at_once_not_after_burst_after():
     assert one(job(waited=5, features="onprem")).code == "opted_out"
     assert one(job(waited=5, batch=False)).code == "interactive"
+
+
+def test_a_job_that_cannot_be_requeued_is_never_offered_a_spot_pool():
+    import dataclasses
+
+    spot_cfg = dataclasses.replace(CFG, pools=tuple(dataclasses.replace(p, spot=True) for p in CFG.pools))
+    [d] = decide(spot_cfg, [dataclasses.replace(job(), requeue=False)], facts())
+    assert d.code == "no_pool_fits" and "--no-requeue" in d.reason
+    [d] = decide(spot_cfg, [job()], facts())
+    assert d.burst
+
+
+def test_interactive_allocations_burst_only_when_the_config_allows_it():
+    import dataclasses
+
+    assert one(job(batch=False)).code == "interactive"
+    allowed = dataclasses.replace(CFG, policy=dataclasses.replace(CFG.policy, burst_interactive=True))
+    [d] = decide(allowed, [job(batch=False)], facts())
+    assert d.burst
+    cfg = parse_config(tomllib.loads(EXAMPLE.replace("burst_after = 600", "burst_after = 600\nburst_interactive = true")))
+    assert cfg.policy.burst_interactive is True
