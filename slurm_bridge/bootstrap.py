@@ -39,6 +39,7 @@ from pathlib import Path
 
 import asyncssh
 
+from .errors import BridgeError
 from .providers.ssh import BootstrapContext
 from .providers.ssh_hosts import last_line
 
@@ -59,7 +60,7 @@ _CONF_SERVER = re.compile(rf"{_SERVER}(?:,{_SERVER})*")
 _OPEN_NEW = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
 
 
-class MungeKeyError(ValueError):
+class MungeKeyError(BridgeError, ValueError):
     """The munge key file on the bridge host is missing or unsafe; names the file, never its content."""
 
 

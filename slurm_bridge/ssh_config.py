@@ -86,6 +86,11 @@ class SshConfig:
     command_timeout: float = 120.0         # each command run over SSH or locally
     boot_timeout: float = 300.0            # after power_on, how long a host may take to answer SSH
     max_concurrency: int = 8               # SSH sessions open at once, per provider call
+    # Bootstrap (optional): push the munge key and Slurm's config over SSH before slurmd starts.
+    munge_key: Path | None = None          # on the bridge host; must be private (0600/0400, root or us)
+    slurm_conf_dir: Path | None = None     # copy slurm.conf and its fragments from here ...
+    conf_server: str | None = None         # ... or run configless: start passes --conf-server HOST[:PORT]
+    sudo: bool = False                     # the login is not root: install with `sudo -n`
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -190,10 +195,18 @@ def parse_ssh(ck: _Checker, path: str, value: Any) -> SshConfig | None:
                 for k in ("connect_timeout", "command_timeout", "boot_timeout")}
     concurrency = t.get("max_concurrency", "int", 8, 1)
     groups = _groups(ck, t)
-    if not _ok(known_hosts, keys, username, groups, concurrency, *timeouts.values()):
+    boot = {"munge_key": t.abspath("munge_key", None), "slurm_conf_dir": t.abspath("slurm_conf_dir", None),
+            "conf_server": t.get("conf_server", "str", None), "sudo": t.get("sudo", "bool", False)}
+    if boot["munge_key"] is not None and (boot["slurm_conf_dir"] is None) == (boot["conf_server"] is None):
+        boot["munge_key"] = ck.add(t.at("munge_key"), "with a munge key, set exactly one of slurm_conf_dir "
+                                                      "(copy slurm.conf) and conf_server (configless)")
+    elif boot["munge_key"] is None and (boot["slurm_conf_dir"] is not None or boot["conf_server"] is not None):
+        ck.add(t.at("munge_key"), "slurm_conf_dir and conf_server bootstrap nodes: set munge_key too")
+        return None
+    if not _ok(known_hosts, keys, username, groups, concurrency, *timeouts.values(), *boot.values()):
         return None
     return SshConfig(known_hosts, keys, username, groups, max_concurrency=concurrency,
-                     **{k: float(v) for k, v in timeouts.items()})
+                     **{k: float(v) for k, v in timeouts.items()}, **boot)
 
 
 def _groups(ck: _Checker, t: _Table) -> Any:

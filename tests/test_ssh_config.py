@@ -178,3 +178,26 @@ def test_a_host_group_is_a_region_for_the_selector_with_its_own_country():
     ranked, excluded = selector.rank(other, other.pools[0])
     assert "ssh" not in {o.provider for o in ranked}
     assert any(e.provider == "ssh" and "no ssh instance type" in e.reason for e in excluded)
+
+
+def test_the_bootstrap_is_configured_and_built_only_from_a_private_munge_key(tmp_path):
+    import os
+
+    from slurm_bridge.bootstrap import MungeKeyError, NodeBootstrap
+
+    key = tmp_path / "munge.key"
+    key.write_bytes(os.urandom(128))
+    key.chmod(0o600)
+    ssh = {**SSH, "munge_key": str(key), "conf_server": "ctl.example.org:6817", "sudo": True}
+    cfg = parse_config(doc(ssh))
+    assert (cfg.ssh.munge_key, cfg.ssh.conf_server, cfg.ssh.sudo) == (key, "ctl.example.org:6817", True)
+    assert isinstance(registry.build(cfg)["ssh"].bootstrap, NodeBootstrap)
+    assert registry.build(parse_config(doc()))["ssh"].bootstrap is None       # no key: no bootstrap
+    key.chmod(0o644)
+    with pytest.raises(MungeKeyError, match="munge.key"):
+        registry.build(cfg)
+    assert problems({**SSH, "munge_key": str(key)}) == [
+        "providers.ssh.munge_key: with a munge key, set exactly one of slurm_conf_dir (copy slurm.conf) and "
+        "conf_server (configless)"]
+    assert problems({**SSH, "conf_server": "ctl:6817"}) == [
+        "providers.ssh.munge_key: slurm_conf_dir and conf_server bootstrap nodes: set munge_key too"]

@@ -24,5 +24,15 @@ def build(cfg: Config) -> dict[str, Provider]:
     if cfg.ssh is not None:
         from .ssh import SshProvider
 
-        providers["ssh"] = SshProvider(cfg.ssh, cfg.cluster.name)
+        providers["ssh"] = SshProvider(cfg.ssh, cfg.cluster.name, bootstrap=_bootstrap(cfg.ssh))
     return providers
+
+
+def _bootstrap(ssh):
+    """The node bootstrap the config asks for (munge key and Slurm config over SSH), or None."""
+    if ssh.munge_key is None:
+        return None
+    from ..bootstrap import make_bootstrap
+
+    return make_bootstrap(ssh.munge_key, slurm_conf_dir=ssh.slurm_conf_dir, conf_server=ssh.conf_server,
+                          sudo=("sudo", "-n") if ssh.sudo else ())
