@@ -206,7 +206,10 @@ def parse_ssh(ck: _Checker, path: str, value: Any) -> SshConfig | None:
     if not _ok(known_hosts, keys, username, groups, concurrency, *timeouts.values(), *boot.values()):
         return None
     return SshConfig(known_hosts, keys, username, groups, max_concurrency=concurrency,
-                     **{k: float(v) for k, v in timeouts.items()}, **boot)
+                     connect_timeout=float(timeouts["connect_timeout"]),
+                     command_timeout=float(timeouts["command_timeout"]), boot_timeout=float(timeouts["boot_timeout"]),
+                     munge_key=boot["munge_key"], slurm_conf_dir=boot["slurm_conf_dir"],
+                     conf_server=boot["conf_server"], sudo=bool(boot["sudo"]))
 
 
 def _groups(ck: _Checker, t: _Table) -> Any:
