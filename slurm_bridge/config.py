@@ -84,6 +84,8 @@ class PolicyConfig:
     orphan_grace_s: int = 300
     reconcile_interval: int = 60
     burst_interactive: bool = False      # salloc/srun allocations may burst too (they hold a terminal)
+    worth_boots: int = 3                 # a job whose time limit is under this many boot times stays home
+    cloud_boot_seconds: int = 180        # boot time assumed for AWS, GCP and SSH nodes
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ class Policy:
         self._static: dict[int, _Static] = {}
         self._limit_text: tuple[int, str] = (-1, "")
         self._reasons: dict[str, str] = {}
+        self._boot_s = {p.name: _boot_estimate(cfg, p) for p in cfg.pools}
         self._fit_ids: dict[tuple, int] = {}
         self._fits: list[tuple[Any, tuple[PoolConfig, ...], tuple[str, ...]]] = []
 
@@ -142,6 +143,12 @@ class Policy:
                 why_not.append(f"{pool.name}: zone {pool.zone.name} shares no country with the job's")
             else:
                 fitting.append(pool)
+        if fitting and job.time_limit_min is not None:
+            boot = min(self._boot_s[p.name] for p in fitting)
+            if job.time_limit_min * 60 < cfg.policy.worth_boots * boot:
+                # A node would spend much of the job's life booting; it is likely done on-prem sooner.
+                return refuse(f"time limit {job.time_limit_min} min is under {cfg.policy.worth_boots} x the "
+                              f"cloud boot time ({boot:.0f} s)", "too_short")
         # Thousands of jobs share a few (zone, pools) combinations: number each, so a cycle checks
         # launchability once per combination rather than once per job.
         key = (zone.countries, tuple(p.name for p in fitting), tuple(why_not))
@@ -216,6 +223,16 @@ class Policy:
         if not fitting:
             return (), (), "no pool fits: " + "; ".join(why) if why else "no pools"
         return tuple(p.partition for p in fitting), tuple(p.name for p in fitting), None
+
+
+def _boot_estimate(cfg: Config, pool: PoolConfig) -> float:
+    """The quickest a node of POOL comes up: its local regions say so; clouds are assumed to take
+    `policy.cloud_boot_seconds`."""
+    itype = pool.instance_types.get("local")
+    boots = [float(r.boot_seconds) for r in cfg.local_regions if itype is not None and itype in r.prices]
+    if any(k != "local" for k in pool.instance_types):
+        boots.append(float(cfg.policy.cloud_boot_seconds))
+    return min(boots) if boots else float(cfg.policy.cloud_boot_seconds)
 
 
 def decide(cfg: Config, jobs: Iterable[Job], facts: Facts) -> list[Decision]:

@@ -151,3 +151,20 @@ def test_interactive_allocations_burst_only_when_the_config_allows_it():
     assert d.burst
     cfg = parse_config(tomllib.loads(EXAMPLE.replace("burst_after = 600", "burst_after = 600\nburst_interactive = true")))
     assert cfg.policy.burst_interactive is True
+
+
+def test_a_job_shorter_than_a_few_boot_times_stays_home():
+    import dataclasses
+
+    # The example pool has AWS and GCP types: boot assumed 180 s; its local regions boot in 2 s.
+    local_only = dataclasses.replace(CFG, pools=tuple(dataclasses.replace(p, instance_types={"local": "lab-a100x8"})
+                                                     for p in CFG.pools))
+    slow = dataclasses.replace(local_only, policy=dataclasses.replace(local_only.policy, worth_boots=3,
+                                                                         cloud_boot_seconds=600))
+    assert one(job()).burst                                          # 60 min against 3 x 2 s
+    slow_regions = tuple(dataclasses.replace(r, boot_seconds=1500) for r in local_only.local_regions)
+    slow = dataclasses.replace(slow, local_regions=slow_regions)
+    [d] = decide(slow, [job()], facts())
+    assert d.code == "too_short" and "time limit 60 min is under 3 x the cloud boot time (1500 s)" in d.reason
+    [d] = decide(slow, [dataclasses.replace(job(), time_limit_min=None)], facts())
+    assert d.burst                                                    # no limit: worth it
