@@ -72,6 +72,28 @@ def shape_problem(pool: PoolConfig, job: Job) -> str | None:
     return None
 
 
+def nodes_wanted(job: Job) -> int:
+    """Cloud nodes a pending record may take at once: a job array's pending tasks (squeue shows them
+    as one record, "0-499%8") run side by side up to their throttle, each on its own nodes."""
+    return job.node_count * array_tasks_at_once(job.array_task) if job.array_task else job.node_count
+
+
+def array_tasks_at_once(spec: str) -> int:
+    """Tasks of "0-99:2,200%8" that may run at once (the % throttle, else all of them); 1 if unreadable."""
+    ranges, _, throttle = spec.partition("%")
+    count = 0
+    try:
+        for part in ranges.split(","):
+            bounds, _, step = part.partition(":")
+            first, _, last = bounds.partition("-")
+            lo, hi = int(first), int(last or first)
+            count += (hi - lo) // int(step or 1) + 1 if hi >= lo else 0
+        limit = int(throttle) if throttle else count
+    except ValueError:
+        return 1
+    return max(1, min(count, limit) if limit > 0 else count)
+
+
 def _opted_out(job: Job) -> bool:
     return OPT_OUT_FEATURE in residency.feature_names(job.features)
 
@@ -176,13 +198,13 @@ class Policy:
         statics.sort(key=attrgetter("order"))
         # Jobs already eligible but not yet running hold cloud nodes too: count them against the limit.
         committed = facts.active_cloud_nodes + sum(
-            st.job.node_count for st in statics if st.refused is not None and st.refused.code == "already_eligible")
+            nodes_wanted(st.job) for st in statics if st.refused is not None and st.refused.code == "already_eligible")
         out, fits = [], {}
         self._limit_text = (-1, "")
         for st in statics:
             d = st.refused or self._decide_dynamic(st, facts, committed, fits)
             if d.burst:
-                committed += st.job.node_count
+                committed += nodes_wanted(st.job)
             out.append(d)
         return out
 
@@ -203,7 +225,7 @@ class Policy:
         parts_tail, pools, no_fit = fit
         if no_fit is not None:
             return Decision(job.job_id, False, no_fit, code="no_pool_fits")
-        if committed + job.node_count > cfg.policy.max_cloud_nodes:
+        if committed + nodes_wanted(job) > cfg.policy.max_cloud_nodes:
             if self._limit_text[0] != committed:     # once the limit is hit, every later job says the same
                 self._limit_text = (committed, f"cloud node limit: {committed} of {cfg.policy.max_cloud_nodes} "
                                                "in use or promised")

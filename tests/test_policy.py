@@ -168,3 +168,25 @@ def test_a_job_shorter_than_a_few_boot_times_stays_home():
     assert d.code == "too_short" and "time limit 60 min is under 3 x the cloud boot time (1500 s)" in d.reason
     [d] = decide(slow, [dataclasses.replace(job(), time_limit_min=None)], facts())
     assert d.burst                                                    # no limit: worth it
+
+
+@pytest.mark.parametrize("spec,n", [("0-39", 40), ("0-39%4", 4), ("2-3", 2), ("0-9:2", 5), ("1,5,7-9", 5),
+                                    ("0-499%8", 8), ("7", 1), ("junk", 1)])
+def test_array_records_count_their_tasks_up_to_the_throttle(spec, n):
+    from slurm_bridge.policy import array_tasks_at_once
+
+    assert array_tasks_at_once(spec) == n
+
+
+def test_a_pending_array_counts_every_task_it_may_run_at_once_against_the_node_limit():
+    import dataclasses
+
+    # CFG allows 3 cloud nodes. A 40-task array of 1-node tasks would take 40; throttled to %2, two.
+    sweep = dataclasses.replace(job(1), array_job_id=1, array_task="0-39")
+    assert one(sweep).code == "node_limit"
+    throttled = dataclasses.replace(job(1), array_job_id=1, array_task="0-39%2")
+    assert one(throttled).burst
+    # Already eligible arrays hold their tasks' nodes too: nothing else fits beside a %3 sweep.
+    held = dataclasses.replace(job(2, partitions=("gpu", "burst-a100-de")), array_job_id=2, array_task="0-9%3")
+    d = {x.job_id: x.code for x in decide(CFG, [held, job(3)], facts())}
+    assert d == {2: "already_eligible", 3: "node_limit"}
