@@ -8,12 +8,12 @@ import os
 
 import asyncssh
 import pytest
+import yaml  # PyYAML comes with the test extras
 from configs import EXAMPLE, write_config
 
 from slurm_bridge.cloudinit import (GCP_NODE, GCP_USER_DATA, NODE_FILE, USER, CloudInitError, check_public_key,
                                     render_aws_user_data, render_gcp_metadata, render_user_data)
 
-yaml = pytest.importorskip("yaml")
 
 CONTROLLER = "ctl.hpc1.example.org:6817"
 
