@@ -43,7 +43,7 @@ class NodeParser(LineCache[Node]):
             seen = out.get(node.name)
             if seen is None:
                 out[node.name] = node
-            elif node.partitions[0] not in seen.partitions:
+            elif node.partitions and node.partitions[0] not in seen.partitions:   # a node in no partition has ()
                 out[node.name] = _with_partitions(seen, seen.partitions + node.partitions)
         return list(out.values())
 
