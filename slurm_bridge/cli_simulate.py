@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 import tomllib
@@ -119,6 +120,18 @@ def table(results) -> str:
                          rows, right=range(1, 10))
 
 
+def _default_onprem(cfg, jobs, per_node: int) -> int:
+    """The installed GPUs from [cost.onprem], else the trace's mean GPU load (whole nodes): said aloud."""
+    if cfg.cost.onprem is not None and cfg.cost.onprem.gpus:
+        gpus, why = int(cfg.cost.onprem.gpus), "[cost.onprem] gpus"
+    else:
+        span = max((j.submit + j.duration_s for j in jobs), default=1.0) - min((j.submit for j in jobs), default=0.0)
+        load = sum(j.gpus * j.duration_s for j in jobs) / max(span, 1.0)
+        gpus, why = max(per_node, math.ceil(load / per_node) * per_node), "the trace's mean GPU load"
+    print(f"simulate: {gpus:,} on-prem GPUs ({why}); set --onprem-gpus to change", file=sys.stderr)
+    return gpus
+
+
 def cmd_simulate(args) -> int:
     from . import simulate
     from .traces import read_trace
@@ -128,6 +141,8 @@ def cmd_simulate(args) -> int:
     if trace.bad and not args.json:
         print(trace.summary(), file=sys.stderr)
     jobs = _assign(trace.jobs[: args.limit] if args.limit else trace.jobs, _accounts(args.accounts), args.seed)
+    if args.onprem_gpus is None:
+        args.onprem_gpus = _default_onprem(cfg, jobs, args.gpus_per_node)
     book = _book(cfg, args.prices or [])
     names = list(simulate.STRATEGIES) if args.compare else [args.strategy]
     results = []
@@ -162,7 +177,8 @@ def register(sub) -> None:
     sim.add_argument("--trace", required=True, help="the trace file")
     sim.add_argument("--format", choices=FORMATS, required=True, help="trace format")
     sim.add_argument("--config", help=CONFIG_HELP)
-    sim.add_argument("--onprem-gpus", type=int, required=True, help="on-prem GPUs to model")
+    sim.add_argument("--onprem-gpus", type=int,
+                     help="on-prem GPUs to model (default: [cost.onprem] gpus, else the trace's mean GPU load)")
     sim.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per on-prem node (default %(default)s)")
     sim.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a config value, e.g. policy.burst_after=600 (repeatable)")

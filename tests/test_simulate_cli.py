@@ -47,3 +47,18 @@ def test_table_output_and_bad_input_say_what_is_wrong(tmp_path, capsys):
     code, _, err = run(capsys, "--trace", str(trace), "--format", "philly", "--config", str(config),
                        "--onprem-gpus", "64", "--accounts", "clinic")
     assert code == 2 and "--accounts 'clinic'" in err
+
+
+def test_without_onprem_gpus_the_config_or_the_trace_says_how_many(tmp_path, capsys):
+    config = tmp_path / "bridge.toml"
+    text = EXAMPLE.replace("/var/lib/slurm-bridge", str(tmp_path / "state"))
+    config.write_text(text)
+    trace = FIXTURES / "slurm-22.05.8" / "sacct_trace.json"
+    code, out, err = run(capsys, "--trace", str(trace), "--format", "sacct", "--config", str(config), "--json")
+    assert code == 0 and "the trace's mean GPU load" in err
+    assert json.loads(out)["onprem_gpus"] == 24               # 16.7 GPUs busy on average: three 8-GPU nodes
+    config.write_text(text + "\n[cost.onprem]\ncapex_per_gpu_usd = 30000\namortisation_years = 4\n"
+                             "power_kw_per_gpu = 0.7\npue = 1.3\nusd_per_kwh = 0.25\nops_usd_per_gpu_year = 2000\n"
+                             "gpus = 24\n")
+    code, out, err = run(capsys, "--trace", str(trace), "--format", "sacct", "--config", str(config), "--json")
+    assert code == 0 and "[cost.onprem] gpus" in err and json.loads(out)["onprem_gpus"] == 24
