@@ -104,7 +104,7 @@ def needles(key: bytes) -> list[bytes]:
     24 bytes encode to base64 without padding, so a leak of the whole key contains them all."""
     head = key[:24]
     return [head, base64.b64encode(head), base64.urlsafe_b64encode(head), head.hex().encode(),
-            repr(head)[2:40].encode(), base64.b64encode(key)]
+            repr(key)[2:40].encode(), base64.b64encode(key)]
 
 
 def leaks(key: bytes, blob: bytes | str) -> list[bytes]:

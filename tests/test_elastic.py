@@ -62,11 +62,16 @@ def test_region_at_capacity_zero_moves_the_launch_to_the_next_region(lab, slurm,
     bridge_config.write_text(bridge_config_text(LAB_DIR, lab_nl=0))
     job = sbatch(lab, "-p", "burst-a100-eu", "--gres=gpu:a100:1", "--wrap", "hostname")
     wait_until(f"job {job} done", lambda: finished(lab, job), timeout=90, lab=lab)
-    with db(bridge_config) as state:
-        rows = sorted((r for r in state.instances() if job in r.job_ids), key=lambda r: r.id)
-    assert [(r.region, r.state) for r in rows][0] == ("lab-nl", "failed")
-    assert "capacity" in rows[0].error
-    assert rows[-1].region == "lab-de" and rows[-1].state in ("running", "terminating", "terminated")
+
+    def rows():
+        with db(bridge_config) as state:
+            return sorted((r for r in state.instances() if job in r.job_ids), key=lambda r: r.id)
+    # The worker marks the row running on its next poll (1 s); a job as short as `hostname` may end first.
+    wait_until("the lab-de row past launching", lambda: rows()[-1].state != "launching", timeout=15, lab=lab)
+    got = rows()
+    assert [(r.region, r.state) for r in got][0] == ("lab-nl", "failed")
+    assert "capacity" in got[0].error
+    assert got[-1].region == "lab-de" and got[-1].state in ("running", "terminating", "terminated")
 
 
 def test_no_capacity_anywhere_requeues_the_job_and_returns_the_node(lab, slurm, cloud, bridge_config):
