@@ -369,14 +369,6 @@ def _count_reasons(decisions) -> dict[str, int]:
     return dict(out)
 
 
-def _count_reasons(decisions) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for d in decisions:
-        key = _REASON_LABELS.get(d.code) or d.reason.partition(":")[0]
-        out[key] = out.get(key, 0) + 1
-    return out
-
-
 def _now_dt():
     from datetime import datetime
 
