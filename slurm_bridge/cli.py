@@ -17,7 +17,7 @@ def _lab_options(args):
     from .lab.cluster import LabOptions
 
     opts = LabOptions(dir=Path(args.dir))
-    for key in ("onprem_nodes", "gpus_per_node", "cluster"):
+    for key in ("onprem_nodes", "gpus_per_node", "cluster", "ssh_hosts"):
         value = getattr(args, key, None)
         if value is not None:
             setattr(opts, key, value)
@@ -201,10 +201,12 @@ def cmd_daemon(args) -> int:
     import logging
 
     from .daemon import Daemon
+    from .programs import quiet_libraries
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM")
                         else "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
     daemon = Daemon(args.config, metrics_addr=args.metrics_addr, metrics_port=args.metrics_port)
     if args.once:
         daemon.lock()
@@ -326,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--gpus-per-node", type=int, default=4, help="fake a100 GPUs per on-prem node (default %(default)s)")
     up.add_argument("--cluster", default="lab", help="Slurm ClusterName (default %(default)s)")
     up.add_argument("--config", metavar="BRIDGE_TOML", help="bridge config whose pools join the lab")
+    up.add_argument("--ssh-hosts", type=int, metavar="N",
+                    help="also run N hosts reachable only over SSH (10.199.0.50 and up) for an SSH host group")
     up.set_defaults(func=cmd_lab_up)
     st = labsub.add_parser("status", help="show the lab's processes and hosts",
                            description="Show what the lab started and whether it still runs; exit 1 if any part is down.")

@@ -40,6 +40,15 @@ def _stdio() -> None:
         sys.stderr = open(2, "w", closefd=False)
 
 
+# Libraries that log every connection and channel at INFO: at that level one SSH launch is 40 lines.
+CHATTY_LIBRARIES = ("asyncssh", "botocore", "boto3", "urllib3", "google.auth", "google.api_core")
+
+
+def quiet_libraries() -> None:
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _setup_logging(program: str, state_dir: Path | None) -> Path | None:
     """Log to STATE_DIR/log/PROGRAM.log; also to stderr when a person runs the program by hand."""
     handlers: list[logging.Handler] = []
@@ -61,6 +70,7 @@ def _setup_logging(program: str, state_dir: Path | None) -> Path | None:
         h.setFormatter(fmt)
         root.addHandler(h)
     root.setLevel(logging.INFO)
+    quiet_libraries()
     return path
 
 

@@ -91,6 +91,8 @@ class SshConfig:
     slurm_conf_dir: Path | None = None     # copy slurm.conf and its fragments from here ...
     conf_server: str | None = None         # ... or run configless: start passes --conf-server HOST[:PORT]
     sudo: bool = False                     # the login is not root: install with `sudo -n`
+    # Run over SSH once the key is in place, so munged reads it (no placeholders).
+    munge_restart: tuple[str, ...] = ("systemctl", "restart", "munge")
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -196,7 +198,8 @@ def parse_ssh(ck: _Checker, path: str, value: Any) -> SshConfig | None:
     concurrency = t.get("max_concurrency", "int", 8, 1)
     groups = _groups(ck, t)
     boot = {"munge_key": t.abspath("munge_key", None), "slurm_conf_dir": t.abspath("slurm_conf_dir", None),
-            "conf_server": t.get("conf_server", "str", None), "sudo": t.get("sudo", "bool", False)}
+            "conf_server": t.get("conf_server", "str", None), "sudo": t.get("sudo", "bool", False),
+            "munge_restart": _command(ck, t, "munge_restart", False)}
     if boot["munge_key"] is not None and (boot["slurm_conf_dir"] is None) == (boot["conf_server"] is None):
         boot["munge_key"] = ck.add(t.at("munge_key"), "with a munge key, set exactly one of slurm_conf_dir "
                                                       "(copy slurm.conf) and conf_server (configless)")
@@ -209,7 +212,8 @@ def parse_ssh(ck: _Checker, path: str, value: Any) -> SshConfig | None:
                      connect_timeout=float(timeouts["connect_timeout"]),
                      command_timeout=float(timeouts["command_timeout"]), boot_timeout=float(timeouts["boot_timeout"]),
                      munge_key=boot["munge_key"], slurm_conf_dir=boot["slurm_conf_dir"],
-                     conf_server=boot["conf_server"], sudo=bool(boot["sudo"]))
+                     conf_server=boot["conf_server"], sudo=bool(boot["sudo"]),
+                     munge_restart=boot["munge_restart"] or SshConfig.munge_restart)
 
 
 def _groups(ck: _Checker, t: _Table) -> Any:

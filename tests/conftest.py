@@ -23,8 +23,12 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 LAB_DIR = Path(os.environ.get("SLURM_BRIDGE_TEST_LAB", "/var/tmp/slurm-bridge-test-lab"))
 
 
-def bridge_config_text(lab_dir: Path, *, lab_de: int = 4, lab_nl: int = 4) -> str:
-    """The bridge config the lab tests run with; capacities are what tests change."""
+def bridge_config_text(lab_dir: Path, *, lab_de: int = 4, lab_nl: int = 4, ssh: str = "") -> str:
+    """The bridge config the lab tests run with; capacities are what tests change.
+
+    SSH is a `[providers.ssh]` section (tests/test_ssh_lab.py); with it, pool a100-de may also run
+    on that provider's `lab-ws-a100x4` hosts."""
+    ssh_type = ', ssh = "lab-ws-a100x4"' if ssh else ""
     return f"""
 [cluster]
 name = "sbtest"
@@ -57,7 +61,7 @@ zone = "de"
 cpus = 16
 memory_mb = 64000
 gpus = "a100:4"
-instance_types = {{ local = "lab-a100x4" }}
+instance_types = {{ local = "lab-a100x4"{ssh_type} }}
 [[pools]]
 name = "a100-eu"
 size = 2
@@ -80,7 +84,7 @@ country = "NL"
 capacity = {lab_nl}
 boot_seconds = 1
 prices = {{ "lab-a100x4" = 12.0 }}
-"""
+{ssh}"""
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +97,7 @@ def bridge_config(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def lab(bridge_config):
     lab = Lab(LabOptions(dir=LAB_DIR, cluster="sbtest", onprem_nodes=2, gpus_per_node=4,
-                         bridge_config=bridge_config))
+                         bridge_config=bridge_config, ssh_hosts=1))
     # Every session starts from an empty cluster: no jobs or accounting left from a previous run.
     lab.down(progress=lambda m: print(f"lab: {m}"), purge=True)
     lab.up(progress=lambda m: print(f"lab: {m}"))

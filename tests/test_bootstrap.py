@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 from fakes import RecordingSlurm
+from secrets_scan import leaks
 from ssh_server import FAKE, SshLab
 
 from slurm_bridge import cloudinit
@@ -97,19 +98,6 @@ def run_hook(lab: SshLab, host, bootstrap, node: str = "ws-0") -> None:
                                     client_keys=[lab.client_key], agent_path=None, config=None) as conn:
             await bootstrap(conn, BootstrapContext(CLUSTER, GROUP, host.label, node, f"tok-{node}"))
     asyncio.run(go())
-
-
-def needles(key: bytes) -> list[bytes]:
-    """What a leak of KEY would look like: raw, base64, hex or a bytes repr of (the start of) it.
-    24 bytes encode to base64 without padding, so a leak of the whole key contains them all."""
-    head = key[:24]
-    return [head, base64.b64encode(head), base64.urlsafe_b64encode(head), head.hex().encode(),
-            repr(key)[2:40].encode(), base64.b64encode(key)]
-
-
-def leaks(key: bytes, blob: bytes | str) -> list[bytes]:
-    data = blob.encode() if isinstance(blob, str) else blob
-    return [n for n in needles(key) if n in data]
 
 
 def tree(root: Path) -> dict[str, tuple[int, bytes]]:

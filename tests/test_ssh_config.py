@@ -126,6 +126,9 @@ BAD = [
     (with_group(health=[]), 'providers.ssh.groups[0].health: expected a non-empty argv array, e.g. ["prog", "arg"]'),
     (with_group(stop=None), "providers.ssh.groups[0].stop: missing required key"),
     (with_group(hostz=["a"]), "providers.ssh.groups[0].hostz: unknown key (did you mean hosts?)"),
+    ({**SSH, "munge_restart": []}, 'providers.ssh.munge_restart: expected a non-empty argv array, e.g. ["prog", "arg"]'),
+    ({**SSH, "munge_restart": "systemctl restart munge"},
+     'providers.ssh.munge_restart: expected an array, got "systemctl restart munge"'),
 ]
 
 
@@ -192,6 +195,9 @@ def test_the_bootstrap_is_configured_and_built_only_from_a_private_munge_key(tmp
     cfg = parse_config(doc(ssh))
     assert (cfg.ssh.munge_key, cfg.ssh.conf_server, cfg.ssh.sudo) == (key, "ctl.example.org:6817", True)
     assert isinstance(registry.build(cfg)["ssh"].bootstrap, NodeBootstrap)
+    assert registry.build(cfg)["ssh"].bootstrap.restart_munge == ("systemctl", "restart", "munge")
+    own = parse_config(doc({**ssh, "munge_restart": ["rc-service", "munge", "restart"]}))
+    assert registry.build(own)["ssh"].bootstrap.restart_munge == ("rc-service", "munge", "restart")
     assert registry.build(parse_config(doc()))["ssh"].bootstrap is None       # no key: no bootstrap
     key.chmod(0o644)
     with pytest.raises(MungeKeyError, match="munge.key"):

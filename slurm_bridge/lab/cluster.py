@@ -2,7 +2,8 @@
 
 Munge, MariaDB, slurmdbd and slurmctld run in the root network namespace;
 each on-prem node is a real slurmd in a namespace of its own on a private
-bridge. Everything lives under one directory, every PID started is recorded
+bridge. With `ssh_hosts`, the lab also runs machines reachable only over SSH
+(lab/sshhost.py), for the SSH provider to bootstrap. Everything lives under one directory, every PID started is recorded
 in DIR/lab.json, and `down` stops exactly those and removes the namespaces.
 """
 
@@ -55,6 +56,7 @@ class LabOptions:
     mysql_port: int = 13306
     bridge_config: Path | None = None
     accounts: tuple[str, ...] = ()
+    ssh_hosts: int = 0
 
 
 @dataclass
@@ -101,6 +103,7 @@ class Lab:
         hosts = list(net.hosts())
         self.gateway = ipaddress.ip_interface(f"{hosts[0]}/{net.prefixlen}")
         self.node_addrs = hosts[9 : 9 + opts.onprem_nodes]  # .10, .11, ...
+        self.ssh_addrs = hosts[49 : 49 + opts.ssh_hosts]     # .50, .51, ... (instances: .100 and up)
         self.layout = templates.LabLayout(
             dir=self.dir,
             cluster=opts.cluster,
@@ -189,6 +192,7 @@ class Lab:
             self._ensure(state, f"slurmd:{node.name}", lambda n=node: self._start_slurmd(n), progress)
         self._link_conf(state)
         state.save(self.state_file)
+        self._ssh_hosts(state, progress)
         self._wait_nodes_ready()
         progress(f"lab '{self.opts.cluster}' is up: SLURM_CONF={lay.slurm_conf}")
         return state
@@ -337,6 +341,63 @@ class Lab:
              "--hostname", node.name, "--", "slurmd", "-D", "-N", node.name],
             self.dir / "log" / f"slurmd-{node.name}.out", env=self.env())
 
+    # -- SSH hosts ----------------------------------------------------------------
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.dir / "ssh"
+
+    def ssh_hosts(self) -> list[tuple[str, str]]:
+        """(name, address) of each SSH host; the client key and known_hosts are in `ssh_dir`."""
+        return [(f"ssh-{i}", str(a)) for i, a in enumerate(self.ssh_addrs)]
+
+    def ssh_host_dir(self, name: str) -> Path:
+        """What is private to host NAME: its login directory and its /etc/munge, /etc/slurm, munge socket dir."""
+        return self.ssh_dir / name
+
+    def _ssh_hosts(self, state: LabState, progress) -> None:
+        if not self.ssh_addrs:
+            return
+        import asyncssh
+
+        d = self.ssh_dir
+        d.mkdir(mode=0o700, exist_ok=True)
+        client = d / "id_ed25519"
+        if not client.exists():
+            key = asyncssh.generate_private_key("ssh-ed25519", comment="slurm-bridge lab")
+            _write_bytes(client, key.export_private_key(), 0o600)
+            _write_bytes(d / "authorized_keys", key.export_public_key(), 0o600)
+        pins = []
+        for name, address in self.ssh_hosts():
+            h = self.ssh_host_dir(name)
+            for sub in ("home", "etc-munge", "etc-slurm", "munge"):
+                (h / sub).mkdir(parents=True, exist_ok=True)
+                os.chmod(h / sub, 0o755 if sub != "home" else 0o700)
+            host_key = h / "ssh_host_ed25519_key"
+            if not host_key.exists():
+                _write_bytes(host_key, asyncssh.generate_private_key("ssh-ed25519").export_private_key(), 0o600)
+            public = asyncssh.read_private_key(str(host_key)).export_public_key().decode().strip()
+            pins.append(f"{address} {public}")
+            ns = self.host_netns(name)
+            netns.add_host(ns, self.bridge, ipaddress.ip_interface(f"{address}/{self.gateway.network.prefixlen}"))
+            if ns not in state.hosts:
+                state.hosts.append(ns)
+            self._ensure(state, f"sshhost:{name}", lambda n=name, a=address: self._start_ssh_host(n, a), progress)
+        _write_bytes(d / "known_hosts", ("\n".join(pins) + "\n").encode(), 0o644)
+        for name, address in self.ssh_hosts():
+            procs.wait_for(f"sshd of {name}", lambda a=address: _port_open(a, 22), 20, 0.2)
+
+    def _start_ssh_host(self, name: str, address: str) -> Proc:
+        h = self.ssh_host_dir(name)
+        binds = [f"{h / 'etc-munge'}:/etc/munge", f"{h / 'etc-slurm'}:/etc/slurm",
+                 f"{h / 'munge'}:{self.layout.munge_socket.parent}"]
+        return procs.spawn(
+            [sys.executable, "-m", "slurm_bridge.lab.nsexec", "--netns", self.host_netns(name), "--hostname", name,
+             *[a for b in binds for a in ("--bind", b)], "--",
+             sys.executable, "-m", "slurm_bridge.lab.sshhost", "serve", "--home", str(h / "home"),
+             "--host-key", str(h / "ssh_host_ed25519_key"), "--authorized-keys", str(self.ssh_dir / "authorized_keys")],
+            self.dir / "log" / f"sshhost-{name}.out", env=self.env())
+
     def _wait_nodes_ready(self, timeout: float = 60) -> None:
         names = {n.name for n in self.layout.nodes}
 
@@ -452,6 +513,19 @@ def _read(path: Path) -> str:
         return path.read_text()
     except FileNotFoundError:
         return ""
+
+
+def _write_bytes(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)
+
+
+def _port_open(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((address, port)) == 0
 
 
 def _port_taken(port: int) -> bool:

@@ -35,4 +35,4 @@ def _bootstrap(ssh):
     from ..bootstrap import make_bootstrap
 
     return make_bootstrap(ssh.munge_key, slurm_conf_dir=ssh.slurm_conf_dir, conf_server=ssh.conf_server,
-                          sudo=("sudo", "-n") if ssh.sudo else ())
+                          restart_munge=ssh.munge_restart, sudo=("sudo", "-n") if ssh.sudo else ())
