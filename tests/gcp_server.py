@@ -123,6 +123,7 @@ class ComputeServer:
         self.forbidden: str | None = None
         self.throttles: list[tuple[int, str]] = []           # (status, path fragment) of the next throttled calls
         self.failures: list[str] = []                        # path fragments of the next 5xx calls
+        self.guest_attributes: dict[str, list[dict]] = {}   # 'zone/name' -> items the guest published
         self._ids = itertools.count(4_000_000_000_000_000_001)
         self._ips = itertools.count(2)
         self._http: ThreadingHTTPServer | None = None
@@ -180,6 +181,12 @@ class ComputeServer:
             self.instances.setdefault(zone, {})[name] = inst
         return inst
 
+    def publish_host_keys(self, zone: str, name: str, keys: list[str]) -> None:
+        """What the guest environment does once sshd has its keys: guest attributes under hostkeys/."""
+        with self.lock:
+            self.guest_attributes[f"{zone}/{name}"] = [
+                {"namespace": "hostkeys", "key": k.split()[0], "value": k.split()[1]} for k in keys]
+
     def set_status(self, zone: str, name: str, status: str) -> None:
         with self.lock:
             self.instances[zone][name]["status"] = status
@@ -219,6 +226,7 @@ class ComputeServer:
             ("POST", z + r"/instances/bulkInsert", self._bulk_insert),
             ("GET", z + r"/instances", self._list),
             ("GET", z + r"/instances/(?P<name>[^/]+)", self._get),
+            ("GET", z + r"/instances/(?P<name>[^/]+)/getGuestAttributes", self._guest_attributes),
             ("DELETE", z + r"/instances/(?P<name>[^/]+)", self._delete),
             ("GET", p + r"/aggregated/instances", self._aggregated),
             ("GET", z + r"/operations", self._list_operations),
@@ -321,6 +329,20 @@ class ComputeServer:
         for name in names:
             existing[name] = self._make_instance(zone, name, props)
         status.update(status="DONE", createdVmCount=len(names))
+
+    def _guest_attributes(self, query, body, zone, name):
+        if name not in self.instances.get(zone, {}):
+            raise HttpError(404, "notFound", f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' "
+                            "was not found")
+        path = query.get("queryPath", "")
+        namespace = path.rstrip("/").split("/")[0]
+        items = [i for i in self.guest_attributes.get(f"{zone}/{name}", []) if i["namespace"] == namespace]
+        if not items:
+            # As the API answers before the guest has published anything under the path.
+            raise HttpError(404, "notFound", f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}/"
+                            f"guestAttributes/{path}' was not found")
+        return {"kind": "compute#guestAttributes", "queryPath": path, "queryValue": {"items": items},
+                "selfLink": f"{API}/projects/{self.project}/zones/{zone}/instances/{name}/guestAttributes/{path}"}
 
     def _make_instance(self, zone, name, props):
         inst = json.loads(json.dumps(props))

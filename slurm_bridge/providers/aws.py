@@ -28,6 +28,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..cloud_config import AwsConfig
+from . import hostkeys
 from .base import Failure, FailureKind, Instance, LaunchRequest, LaunchResult, NodeSpec, ProviderError, Scope
 
 log = logging.getLogger("slurm_bridge.providers.aws")
@@ -452,6 +453,22 @@ class AwsProvider:
         with _classified():
             return [_instance(d, region) for values in _chunks(list(dict.fromkeys(instance_ids)), FILTER_VALUES)
                     for d in self._describe(self.client(region), [{"Name": "instance-id", "Values": list(values)}])]
+
+    def host_keys(self, region: str, instance_id: str) -> tuple[str, ...] | None:
+        """The host keys cloud-init printed to the console (hostkeys.py); None until it has."""
+        if not _ID.fullmatch(instance_id or ""):
+            return None
+        client = self.client(region)
+        with _classified():
+            try:
+                # Latest: the console as it is now (Nitro instances, as every GPU type is), not as
+                # it was captured at the last state change, which can be minutes old.
+                out = client.get_console_output(InstanceId=instance_id, Latest=True)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "UnsupportedOperation":
+                    raise
+                out = client.get_console_output(InstanceId=instance_id)
+        return hostkeys.from_console(out.get("Output") or "")
 
     def spot_prices(self, region: str, instance_types: Sequence[str]) -> dict[str, float]:
         """The current Spot price of each type (USD/h), the cheapest over the region's AZs."""

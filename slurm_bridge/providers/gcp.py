@@ -35,6 +35,7 @@ from google.cloud import compute_v1
 from google.oauth2 import service_account
 
 from ..cloud_config import GcpConfig
+from . import hostkeys
 from .base import (TOKEN_DIGEST_TAG, Failure, FailureKind, Instance, LaunchRequest, LaunchResult, ProviderError,
                    Scope, token_digest)
 
@@ -43,6 +44,7 @@ log = logging.getLogger("slurm_bridge.providers.gcp")
 LABEL_CLUSTER, LABEL_NODE = "slurm-bridge-cluster", "slurm-bridge-node"
 LABEL_POOL, LABEL_TOKEN = "slurm-bridge-pool", "slurm-bridge-token"
 META_CLUSTER, META_NODES = "slurm-bridge-cluster", "slurm-bridge-nodes"
+META_GUEST_ATTRIBUTES, HOSTKEYS_PATH = "enable-guest-attributes", "hostkeys/"
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 HTTP_TIMEOUT_S = 60.0
 ATTEMPTS = 3            # per API call, for transient failures only: mutating calls carry a requestId
@@ -294,7 +296,9 @@ class GcpProvider:
         batch = hashlib.sha256("\n".join(sorted(tokens.values())).encode()).hexdigest()[:16]
         template, template_items = self._template_parts()
         spec = request.nodes[0]
-        ours = {META_CLUSTER: request.cluster, META_NODES: json.dumps({v: k for k, v in names.items()}, sort_keys=True)}
+        ours = {META_CLUSTER: request.cluster, META_NODES: json.dumps({v: k for k, v in names.items()}, sort_keys=True),
+                # The guest environment then publishes the host keys, which the bootstrap pins (hostkeys.py).
+                META_GUEST_ATTRIBUTES: "TRUE"}
         items = [(k, v) for k, v in template_items if k not in ours] + sorted(ours.items())
         scheduling = (compute_v1.Scheduling(provisioning_model="SPOT", instance_termination_action="DELETE",
                                             automatic_restart=False, on_host_maintenance="TERMINATE")
@@ -457,6 +461,23 @@ class GcpProvider:
             if raw is not None:
                 out.append(self._to_instance(raw))
         return out
+
+    def host_keys(self, region: str, instance_id: str) -> tuple[str, ...] | None:
+        """The host keys the guest environment published as guest attributes; None until it has."""
+        try:
+            zone, name = split_id(instance_id)
+        except ValueError:
+            return None
+        instances, _, _ = self._clients()
+        ask = compute_v1.GetGuestAttributesInstanceRequest(project=self.config.project, zone=zone, instance=name,
+                                                           query_path=HOSTKEYS_PATH)
+        attrs = self._call(functools.partial(instances.get_guest_attributes, request=ask, retry=None,
+                                             timeout=HTTP_TIMEOUT_S),
+                           zone=zone, missing_ok=True)     # 404 until the guest has published anything
+        if attrs is None:
+            return None
+        items = attrs.query_value.items if attrs.query_value else []
+        return hostkeys.valid_keys(f"{i.key} {i.value}" for i in items if i.namespace == "hostkeys") or None
 
     def _to_instance(self, raw: compute_v1.Instance) -> Instance:
         zone = raw.zone.rsplit("/", 1)[-1]
