@@ -20,6 +20,7 @@ from .cloud_config import AwsConfig, GcpConfig, PriceOverride, parse_aws, parse_
 from .costmodel import OnpremModel
 from .errors import ConfigError
 from .models import Zone
+from .bootstrap_config import BootstrapConfig, parse_bootstrap
 from .ssh_config import SshConfig, parse_ssh
 from .tomlcheck import (_BAD, _MISSING, _WORD, _Checker, _is_int, _key, _ok, _show, _suggest,
                         _Table)
@@ -127,6 +128,9 @@ class LocalRegion:
     boot_seconds: float = 2.0
     prices: Mapping[str, float] = field(default_factory=_frozen)        # USD per hour
     spot_prices: Mapping[str, float] = field(default_factory=_frozen)
+    # "slurmd": the instance runs slurmd at boot, like an image with the key baked in. "ssh": it runs
+    # only an SSH server, like a cloud image with cloud-init, and [bootstrap] brings it up.
+    image: str = "slurmd"
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,7 @@ class Config:
     partition_zones: Mapping[str, Zone] = field(default_factory=_frozen)   # [partitions.NAME] zone
     price_overrides: tuple[PriceOverride, ...] = ()
     cost: CostConfig = field(default_factory=lambda: CostConfig())
+    bootstrap: BootstrapConfig | None = None   # [bootstrap]: munge key and config over SSH to cloud instances
 
     def account(self, name: str) -> AccountConfig:
         return self.accounts.get(name) or self.accounts["default"]
@@ -395,9 +400,12 @@ def _local_region(ck: _Checker, path: str, value: Any) -> LocalRegion | None:
     country = ck.country(t.at("country"), country) if country is not _BAD else _BAD
     capacity, boot = t.get("capacity", "int", 4, 0), t.get("boot_seconds", "number", 2.0, 0)
     prices, spot_prices = _prices(ck, t, "prices"), _prices(ck, t, "spot_prices")
-    if not _ok(name, country, capacity, boot, prices, spot_prices):
+    image = t.get("image", "str", "slurmd")
+    if image not in (_BAD, "slurmd", "ssh"):
+        image = ck.add(t.at("image"), f"must be \"slurmd\" or \"ssh\", got {_show(image)}")
+    if not _ok(name, country, capacity, boot, prices, spot_prices, image):
         return None
-    return LocalRegion(name, country, capacity, boot, prices, spot_prices)
+    return LocalRegion(name, country, capacity, boot, prices, spot_prices, image)
 
 
 def _providers(ck: _Checker, data: dict) -> tuple[list[LocalRegion], Any, dict]:
@@ -445,7 +453,7 @@ def _partitions(ck: _Checker, data: dict, zones: dict[str, Zone | None]) -> dict
 
 
 _TOP_KEYS = ("cluster", "slurm", "policy", "zones", "accounts", "partitions", "pools", "providers", "prices",
-             "cost")
+             "cost", "bootstrap")
 
 
 def _cost(ck: _Checker, data: dict) -> CostConfig:
@@ -482,6 +490,18 @@ def _build(data: dict, label: str, source: Path | None) -> Config:
     partition_zones = _partitions(ck, data, zones)
     overrides = parse_price_overrides(ck, data)
     cost = _cost(ck, data)
+    boot = parse_bootstrap(ck, data["bootstrap"]) if "bootstrap" in data else None
+    if boot is not None:
+        have = {"aws": clouds.get("aws"), "gcp": clouds.get("gcp"), "local": regions or None}
+        for i, name in enumerate(boot.providers):
+            if have.get(name) is None:
+                ck.add(f"bootstrap.providers[{i}]", f"no [providers.{name}] is configured")
+    for i, region in enumerate(regions):
+        if "bootstrap" in data and boot is None:
+            break       # [bootstrap] itself is wrong, and said so
+        if region.image == "ssh" and (boot is None or "local" not in boot.providers):
+            ck.add(f"providers.local.regions[{i}].image", "\"ssh\" instances run no slurmd until bootstrapped: "
+                                                           "add \"local\" to [bootstrap] providers")
     if slurm and regions:
         slowest = max(regions, key=lambda r: r.boot_seconds)
         if slurm.resume_timeout <= slowest.boot_seconds:
@@ -493,7 +513,7 @@ def _build(data: dict, label: str, source: Path | None) -> Config:
     good_zones = {name: zone for name, zone in zones.items() if zone is not None}
     extra = {"local_lab_dir": lab_dir} if isinstance(lab_dir, Path) else {}
     extra.update(aws=clouds.get("aws"), gcp=clouds.get("gcp"), ssh=clouds.get("ssh"),
-                 partition_zones=_frozen(partition_zones), price_overrides=overrides, cost=cost)
+                 partition_zones=_frozen(partition_zones), price_overrides=overrides, cost=cost, bootstrap=boot)
     return Config(cluster, slurm, policy, _frozen(good_zones), _frozen(accounts), tuple(pools),
                   tuple(regions), source, **extra)
 

@@ -19,7 +19,8 @@ from . import nodestate, selector
 from .config import Config, PoolConfig
 from .models import Zone
 from .prices import book_for
-from .providers.base import (Failure, FailureKind, LaunchRequest, NodeSpec, Provider, Scope)
+from .errors import BridgeError
+from .providers.base import (Failure, FailureKind, Instance, LaunchRequest, NodeSpec, Provider, Scope)
 from .resume_file import ResumeFile
 from .slurm.backend import SlurmBackend
 from .state import StateDB
@@ -75,6 +76,27 @@ class Launcher:
         self.cfg, self.db, self.slurm, self.providers = cfg, db, slurm, providers
         self.clock, self.sleep = clock, sleep
         self.book = book_for(cfg.price_overrides, db.prices())
+        self._bootstrapper = None     # built on first use: see _bootstrap
+
+    def _bootstrap(self, provider: Provider, instances: tuple[Instance, ...], specs,
+                   request_id: int) -> dict[str, Failure]:
+        """[bootstrap] for this provider's instances: node -> failure of those not brought up."""
+        boot = self.cfg.bootstrap
+        if boot is None or provider.name not in boot.providers:
+            return {}
+        if self._bootstrapper is None:
+            from .node_bootstrap import Bootstrapper
+
+            try:
+                self._bootstrapper = Bootstrapper(boot, self.cfg.cluster.name, clock=self.clock)
+            except (BridgeError, ValueError) as exc:
+                fail = Failure(FailureKind.CONFIG, f"[bootstrap]: {exc}", Scope.PROVIDER)
+                return {i.node: fail for i in instances}
+        # Within Slurm's ResumeTimeout for the whole request (every region tried shares it), leaving
+        # room to see slurmd register after the start.
+        timeout = self.cfg.slurm.resume_timeout
+        deadline = self.db.get_request(request_id).received_at + max(timeout - 15, timeout / 2)
+        return self._bootstrapper.run(provider, instances, {s.node: s.client_token for s in specs}, deadline)
 
     def _blocked(self, provider: str, region: str) -> str | None:
         if provider not in self.providers:
@@ -137,9 +159,13 @@ class Launcher:
                     self.db.launched(rows[inst.node], inst.instance_id, inst.address or None,
                                      inst.zone or None, now=self.clock())
                 if result.complete and len(result.launched) == len(specs):
-                    self._announce(group, offer, result.launched, request_id)
-                    return None
-                failure = self._release(offer, rows, result)
+                    unready = self._bootstrap(provider, result.launched, specs, request_id)
+                    if not unready:
+                        self._announce(group, offer, result.launched, request_id)
+                        return None
+                    failure = self._release_bootstrapped(offer, rows, result.launched, unready)
+                else:
+                    failure = self._release(offer, rows, result)
             if failure.kind not in (FailureKind.THROTTLED, FailureKind.TRANSIENT) or attempt == SAME_PLACE_RETRIES:
                 self._block(offer, failure)
                 return failure
@@ -175,6 +201,25 @@ class Launcher:
                 fail = result.failed.get(node, worst)
                 self.db.launch_failed(row, f"{fail.kind.value}: {fail.message}", now=self.clock())
         return worst
+
+    def _release_bootstrapped(self, offer: selector.Offer, rows: dict[str, int], instances: tuple[Instance, ...],
+                              unready: dict[str, Failure]) -> Failure:
+        """All or nothing after a failed bootstrap: every instance goes, each row says why."""
+        ids = [i.instance_id for i in instances]
+        for node, fail in unready.items():
+            log.error("bootstrap of %s in %s/%s failed: %s", node, offer.provider, offer.region, fail.message)
+        try:
+            self.providers[offer.provider].terminate(offer.region, ids)
+        except Exception as exc:   # noqa: BLE001 - stays 'launching' in the DB for reconcile
+            log.error("could not release %s in %s: %s; reconcile will", ids, offer.region, exc)
+            return _worst(unready.values()) or Failure(FailureKind.UNKNOWN, "bootstrap failed")
+        for node, row in rows.items():
+            if node in unready:
+                fail = unready[node]
+                self.db.launch_failed(row, f"bootstrap: {fail.kind.value}: {fail.message}", now=self.clock())
+            else:
+                self.db.terminated(row, now=self.clock())   # came up, but its group did not: released
+        return _worst(unready.values()) or Failure(FailureKind.UNKNOWN, "bootstrap failed")
 
     def _sweep(self, offer: selector.Offer, rows: dict[str, int], error: str) -> None:
         """After a provider crash, find by tag anything it may have started for these nodes."""

@@ -23,11 +23,13 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 LAB_DIR = Path(os.environ.get("SLURM_BRIDGE_TEST_LAB", "/var/tmp/slurm-bridge-test-lab"))
 
 
-def bridge_config_text(lab_dir: Path, *, lab_de: int = 4, lab_nl: int = 4, ssh: str = "") -> str:
+def bridge_config_text(lab_dir: Path, *, lab_de: int = 4, lab_nl: int = 4, ssh: str = "",
+                       de_image: str = "slurmd", extra: str = "") -> str:
     """The bridge config the lab tests run with; capacities are what tests change.
 
     SSH is a `[providers.ssh]` section (tests/test_ssh_lab.py); with it, pool a100-de may also run
-    on that provider's `lab-ws-a100x4` hosts."""
+    on that provider's `lab-ws-a100x4` hosts. DE_IMAGE "ssh" makes lab-de a cloud whose instances
+    [bootstrap] (in EXTRA) must bring up."""
     ssh_type = ', ssh = "lab-ws-a100x4"' if ssh else ""
     return f"""
 [cluster]
@@ -77,6 +79,7 @@ name = "lab-de"
 country = "DE"
 capacity = {lab_de}
 boot_seconds = 1
+image = "{de_image}"
 prices = {{ "lab-a100x4" = 16.0 }}
 [[providers.local.regions]]
 name = "lab-nl"
@@ -84,7 +87,7 @@ country = "NL"
 capacity = {lab_nl}
 boot_seconds = 1
 prices = {{ "lab-a100x4" = 12.0 }}
-{ssh}"""
+{ssh}{extra}"""
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,12 @@ import asyncssh
 import pytest
 
 from gcp_server import ComputeServer
-from moto_server import cluster, launch_request, moto_cloud  # noqa: F401 - fixtures
+from moto_server import launch_request
 from slurm_bridge.providers import hostkeys
 from slurm_bridge.providers.base import Provider
 from slurm_bridge.providers.gcp import META_GUEST_ATTRIBUTES
+
+pytest_plugins = ["moto_server"]    # the session's moto server (moto_cloud, cluster)
 
 ED = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().split()
 EC = asyncssh.generate_private_key("ecdsa-sha2-nistp256").export_public_key().decode().split()

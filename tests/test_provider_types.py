@@ -11,13 +11,18 @@ import sys
 from pathlib import Path
 
 PROVIDERS = {"aws": "AwsProvider", "gcp": "GcpProvider", "local": "LocalProvider", "ssh": "SshProvider"}
+# The providers [bootstrap] serves must also tell new instances' host keys (providers/hostkeys.py).
+PUBLISHERS = ("aws", "gcp", "local")
 
 
 def test_every_provider_is_a_provider_to_mypy(tmp_path):
-    lines = ["from slurm_bridge.providers.base import Provider"]
+    lines = ["from slurm_bridge.providers.base import Provider",
+             "from slurm_bridge.providers.hostkeys import PublishesHostKeys"]
     for module, cls in PROVIDERS.items():
         lines += [f"from slurm_bridge.providers.{module} import {cls}",
                   f"def as_{module}(p: {cls}) -> Provider:\n    return p"]
+        if module in PUBLISHERS:
+            lines.append(f"def keys_of_{module}(p: {cls}) -> PublishesHostKeys:\n    return p")
     check = tmp_path / "check_providers.py"
     check.write_text("\n".join(lines) + "\n")
     done = subprocess.run([sys.executable, "-m", "mypy", "--ignore-missing-imports", "--follow-imports=silent",

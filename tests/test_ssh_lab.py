@@ -121,3 +121,51 @@ def test_a_job_runs_on_an_ssh_host_the_bridge_bootstrapped_with_the_munge_key(la
     found = {p: leaks(lab_key, blob) for p, blob in scanned.items()}
     assert not any(found.values()), [p for p, hits in found.items() if hits]
 
+
+
+def bootstrap_section(lab) -> str:
+    helper = f'"{sys.executable}", "-m", "slurm_bridge.lab.sshhost"'
+    return f"""
+[bootstrap]
+providers = ["local"]
+client_keys = ["{lab.ssh_dir}/id_ed25519"]
+username = "root"
+sudo = false
+poll_interval = 1
+munge_key = "{lab.layout.munge_socket.parent}/munge.key"
+slurm_conf_dir = "{lab.layout.etc}"
+munge_restart = [{helper}, "restart-munge", "--socket", "{lab.layout.munge_socket}"]
+start = [{helper}, "start-slurmd", "{{node}}"]
+"""
+
+
+def test_a_cloud_instance_is_bootstrapped_with_its_host_key_pinned_from_the_provider(lab, slurm, cloud, bridge_config):
+    """The AWS/GCP path on the lab: lab-de's instances boot like a cloud image with cloud-init (an SSH
+    server, the bridge's public key, no munge key, no slurmd); the launch worker reads the host key the
+    instance printed to its console through the provider, connects, installs key and config, starts slurmd."""
+    lab_key = (lab.layout.munge_socket.parent / "munge.key").read_bytes()
+    bridge_config.write_text(bridge_config_text(LAB_DIR, de_image="ssh", extra=bootstrap_section(lab)))
+    job = sbatch(lab, "-p", "burst-a100-de", "--gres=gpu:a100:1",
+                 "--wrap", "echo $(hostname) $SLURMD_NODENAME; cat /etc/munge/munge.key | md5sum")
+    try:
+        wait_until(f"job {job} done", lambda: finished(lab, job), timeout=120, lab=lab)
+    except AssertionError:
+        print(diagnose(lab))
+        raise
+    [instance] = [i for i in cloud().list_instances("sbtest") if i.state == "running"]
+    host_dir = LAB_DIR / "cloud" / instance.region / instance.instance_id
+    # Read now: the instance and its directory go when the node suspends.
+    installed = (host_dir / "etc-munge" / "munge.key").read_bytes()
+    console = (host_dir / "console").read_text()
+    host, node, digest = (lab.dir / f"slurm-{job}.out").read_text().split()[:3]
+    assert host == node == instance.node and instance.region == "lab-de"
+    assert installed == lab_key
+    # The job saw the instance's own /etc/munge: the key the bridge put there.
+    assert digest == subprocess.run(["md5sum"], input=lab_key, capture_output=True, check=True).stdout.split()[0].decode()
+    assert "-----BEGIN SSH HOST KEY KEYS-----" in console
+    log = (LAB_DIR / "bridge" / "log" / "slurm-bridge-resume.log").read_text()
+    assert f"bootstrapped {node} (local {instance.instance_id})" in log
+    scanned = {str(p): p.read_bytes() for root in (lab.dir / "bridge", lab.dir / "log")
+               for p in root.rglob("*") if p.is_file()}
+    hits = [p for p, blob in scanned.items() if leaks(lab_key, blob)]
+    assert not hits, hits

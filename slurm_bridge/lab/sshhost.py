@@ -33,8 +33,11 @@ LOGIN = "root"
 
 # -- the SSH server ------------------------------------------------------------------------------
 
-def serve(home: Path, host_key: Path, authorized_keys: Path, address: str, port: int) -> None:
+def serve(home: Path, host_key: Path, authorized_keys: Path, address: str, port: int,
+          console: Path | None = None) -> None:
     import asyncssh
+
+    from ..providers.hostkeys import BEGIN, END
 
     class Server(asyncssh.SSHServer):
         def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -62,6 +65,11 @@ def serve(home: Path, host_key: Path, authorized_keys: Path, address: str, port:
         await asyncssh.create_server(
             Server, address, port, server_host_keys=[str(host_key)], encoding=None,
             process_factory=run, sftp_factory=asyncssh.SFTPServer, allow_scp=False)
+        if console is not None:
+            # What cloud-init prints to a cloud instance's serial console once sshd has its keys.
+            public = asyncssh.read_private_key(str(host_key)).export_public_key().decode().strip()
+            with open(console, "a") as f:
+                f.write(f"{BEGIN}\n{public}\n{END}\n")
         await asyncio.Event().wait()
 
     os.chdir(home)
@@ -161,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--authorized-keys", type=Path, required=True)
     s.add_argument("--address", default="0.0.0.0")
     s.add_argument("--port", type=int, default=22)
+    s.add_argument("--console", type=Path, help="once listening, print the host key here as cloud-init would")
     m = sub.add_parser("restart-munge", help="(re)start this host's munged with the installed key")
     m.add_argument("--socket", required=True)
     m.add_argument("--key", default="/etc/munge/munge.key")
@@ -171,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("node")
     args = parser.parse_args(argv)
     if args.verb == "serve":
-        serve(args.home, args.host_key, args.authorized_keys, args.address, args.port)
+        serve(args.home, args.host_key, args.authorized_keys, args.address, args.port, args.console)
         return 0
     if args.verb == "restart-munge":
         return restart_munge(args.socket, args.key)

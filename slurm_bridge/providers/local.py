@@ -6,6 +6,12 @@ clock that starts at the launch (see lab/nsexec.py). Each region honours its
 capacity (past it: a capacity failure) and boot time. Like a cloud's API, the
 provider keeps its own records on disk (DIR/cloud/<region>/<id>.json), and
 lists instances by cluster tag from them.
+
+A region with `image = "ssh"` plays a cloud image with cloud-init instead: its instances run only
+an SSH server (lab/sshhost.py) with a host key made at launch, let in the bridge's public key (as
+user data would), print their host key to a console file once listening, and have their own
+/etc/munge, /etc/slurm and munge socket directory. `[bootstrap]` then brings them up as it does
+AWS and GCP instances, reading the host key from that console through `host_keys`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -23,6 +30,7 @@ from typing import Iterator, Sequence
 
 from ..config import LocalRegion
 from ..lab import netns, procs
+from . import hostkeys
 from .base import (TOKEN_TAG, Failure, FailureKind, Instance, LaunchRequest, LaunchResult, ProviderError,
                    Scope)
 
@@ -32,10 +40,11 @@ FIRST_HOST = 100   # lab on-prem nodes use .10 and up; instances .100 and up
 class LocalProvider:
     name = "local"
 
-    def __init__(self, regions: Sequence[LocalRegion], lab_dir: Path):
+    def __init__(self, regions: Sequence[LocalRegion], lab_dir: Path, *, authorized_key: str | None = None):
         self.regions = {r.name: r for r in regions}
         self.lab_dir = Path(lab_dir)
         self.root = self.lab_dir / "cloud"
+        self.authorized_key = authorized_key     # for image "ssh": what user data would install
 
     # -- the lab this cloud lives in -----------------------------------------------
 
@@ -144,6 +153,11 @@ class LocalProvider:
         netns.add_host(rec["netns"], lab["bridge"], ipaddress.ip_interface(f"{address}/{net.prefixlen}"))
         lab_dir = Path(lab["options"]["dir"])
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SLURM_CONF": str(lab_dir / "etc" / "slurm.conf")}
+        if region.image == "ssh":
+            proc = self._start_ssh_image(rec, region, lab_dir, env)
+            rec.update(pid=proc.pid, start_ticks=proc.start_ticks)
+            self._save(rec)
+            return rec
         proc = procs.spawn(
             [sys.executable, "-m", "slurm_bridge.lab.nsexec", "--netns", rec["netns"], "--hostname", spec.node,
              # slurmctld accepts a resumed node only if it booted after the resume request, in whole
@@ -154,6 +168,42 @@ class LocalProvider:
         rec.update(pid=proc.pid, start_ticks=proc.start_ticks)
         self._save(rec)
         return rec
+
+    def _host_dir(self, rec: dict) -> Path:
+        return self.root / rec["region"] / rec["instance_id"]
+
+    def _start_ssh_image(self, rec: dict, region: LocalRegion, lab_dir: Path, env: dict) -> procs.Proc:
+        import asyncssh
+
+        if not self.authorized_key:
+            raise procs.LabError(f"{region.name}: image \"ssh\" needs the bridge's public key ([bootstrap] client_keys)")
+        d = self._host_dir(rec)
+        for sub in ("home", "etc-munge", "etc-slurm", "munge"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+            os.chmod(d / sub, 0o700 if sub == "home" else 0o755)
+        key = d / "ssh_host_ed25519_key"
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(asyncssh.generate_private_key("ssh-ed25519").export_private_key())
+        (d / "authorized_keys").write_text(self.authorized_key.strip() + "\n")
+        munge_dir = lab_dir / "munge"
+        binds = [f"{d / 'etc-munge'}:/etc/munge", f"{d / 'etc-slurm'}:/etc/slurm", f"{d / 'munge'}:{munge_dir}"]
+        return procs.spawn(
+            [sys.executable, "-m", "slurm_bridge.lab.nsexec", "--netns", rec["netns"], "--hostname", rec["node"],
+             "--delay", f"{region.boot_seconds:g}", *[a for b in binds for a in ("--bind", b)], "--",
+             sys.executable, "-m", "slurm_bridge.lab.sshhost", "serve", "--home", str(d / "home"),
+             "--host-key", str(key), "--authorized-keys", str(d / "authorized_keys"), "--console", str(d / "console")],
+            lab_dir / "log" / f"instance-{rec['instance_id']}.out", env=env)
+
+    def host_keys(self, region: str, instance_id: str) -> tuple[str, ...] | None:
+        """For image "ssh": the key the instance printed to its console once listening."""
+        for rec in self._records():
+            if rec["region"] == region and rec["instance_id"] == instance_id:
+                try:
+                    return hostkeys.from_console((self._host_dir(rec) / "console").read_text())
+                except FileNotFoundError:
+                    return None
+        return None
 
     def terminate(self, region: str, instance_ids: Sequence[str]) -> None:
         wanted = set(instance_ids)
@@ -169,6 +219,7 @@ class LocalProvider:
         if "pid" in rec:
             procs.stop(procs.Proc(rec["pid"], rec["start_ticks"]), timeout=5)
         netns.remove_host(rec["netns"])
+        shutil.rmtree(self._host_dir(rec), ignore_errors=True)
         (self.root / rec["region"] / f"{rec['instance_id']}.json").unlink(missing_ok=True)
 
     def list_instances(self, cluster: str) -> list[Instance]:

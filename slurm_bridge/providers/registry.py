@@ -12,7 +12,7 @@ def build(cfg: Config) -> dict[str, Provider]:
     if cfg.local_regions:
         from .local import LocalProvider
 
-        providers["local"] = LocalProvider(cfg.local_regions, cfg.local_lab_dir)
+        providers["local"] = LocalProvider(cfg.local_regions, cfg.local_lab_dir, authorized_key=_public_key(cfg))
     if cfg.aws is not None:
         from .aws import AwsProvider
 
@@ -26,6 +26,19 @@ def build(cfg: Config) -> dict[str, Provider]:
 
         providers["ssh"] = SshProvider(cfg.ssh, cfg.cluster.name, bootstrap=_bootstrap(cfg.ssh))
     return providers
+
+
+def _public_key(cfg: Config) -> str | None:
+    """The bridge's public key, for local "ssh" instances to let in (as cloud-init user data would)."""
+    boot = cfg.bootstrap
+    if boot is None or "local" not in boot.providers:
+        return None
+    import asyncssh
+
+    try:
+        return asyncssh.read_private_key(str(boot.client_keys[0])).export_public_key().decode()
+    except (OSError, ValueError, asyncssh.Error):
+        return None     # the launch then fails with a CONFIG failure naming [bootstrap] client_keys
 
 
 def _bootstrap(ssh):
