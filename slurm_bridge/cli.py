@@ -90,6 +90,33 @@ def cmd_conf_render(args) -> int:
     return 0
 
 
+def cmd_conf_cloud_init(args) -> int:
+    import asyncssh
+
+    from . import cloudinit
+
+    cfg = _load(args)
+    if cfg.bootstrap is None:
+        print("slurm-bridge conf cloud-init: error: the config has no [bootstrap] section (its client key is the "
+              "one the user data lets in)", file=sys.stderr)
+        return 2
+    path = cfg.bootstrap.client_keys[0]
+    try:
+        public = asyncssh.read_private_key(str(path)).export_public_key().decode()
+    except (OSError, ValueError, asyncssh.Error) as exc:
+        print(f"slurm-bridge conf cloud-init: error: cannot read [bootstrap] client key {path} "
+              f"({type(exc).__name__})", file=sys.stderr)
+        return 2
+    try:
+        text = cloudinit.render_user_data(cfg, args.provider, node=None, controller=args.controller,
+                                          ssh_public_key=public)
+    except cloudinit.CloudInitError as exc:
+        print(f"slurm-bridge conf cloud-init: error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
 def cmd_conf_check(args) -> int:
     from .confcheck import check
     from .errors import ConfigError
@@ -353,6 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument("--config", help=CONFIG_HELP)
     rnd.add_argument("--output", metavar="DIR", help="where to write the fragments (default: beside slurm.conf)")
     rnd.set_defaults(func=cmd_conf_render)
+    ci = confsub.add_parser("cloud-init", help="print the user data for AWS launch templates or GCP instance templates",
+                            description="Print the #cloud-config that cloud instances boot with when [bootstrap] "
+                                        "brings them up: non-secret facts and the bridge's public key only. Put it "
+                                        "in the launch template's user data (AWS) or the instance template's "
+                                        "user-data metadata item (GCP).")
+    ci.add_argument("--config", help=CONFIG_HELP)
+    ci.add_argument("--provider", choices=("aws", "gcp"), required=True, help="whose template it is for")
+    ci.add_argument("--controller", required=True, metavar="HOST[:PORT]",
+                    help="slurmctld's address as the instances reach it (over the VPN)")
+    ci.set_defaults(func=cmd_conf_cloud_init)
     chk = confsub.add_parser("check", help="validate the config and compare it with the running Slurm",
                              description="Validate the bridge config and compare it with the live slurm.conf; "
                                          "exit 1 with every problem listed.")

@@ -167,3 +167,47 @@ def test_our_key_refused_is_a_credentials_failure(tmp_path, sshlab):
     outcome, rows = launch(tmp_path, sshlab, cloud, client_keys=[str(other)])
     assert not outcome.ok and all("refused our key" in r.error for r in rows)
     assert sshlab.commands == []
+
+
+
+def test_conf_cloud_init_prints_user_data_with_the_bridges_public_key_only(tmp_path, capsys):
+    from slurm_bridge.cli import main
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    (tmp_path / "id").write_bytes(key.export_private_key())
+    (tmp_path / "id").chmod(0o600)
+    config = tmp_path / "bridge.toml"
+    config.write_text(f"""
+[cluster]
+name = "hpc1"
+state_dir = "{tmp_path / 'state'}"
+[slurm]
+watch_partitions = ["gpu"]
+[zones]
+de = ["DE"]
+[[pools]]
+name = "p"
+size = 2
+zone = "de"
+cpus = 8
+memory_mb = 64000
+gpus = "a100:1"
+instance_types = {{ local = "t1" }}
+[[providers.local.regions]]
+name = "lab-de"
+country = "DE"
+prices = {{ t1 = 1.0 }}
+[bootstrap]
+providers = ["local"]
+client_keys = ["{tmp_path / 'id'}"]
+munge_key = "{munge_key(tmp_path)}"
+slurm_conf_dir = "{tmp_path}"
+""")
+    assert main(["conf", "cloud-init", "--config", str(config), "--provider", "aws", "--controller",
+                 "10.8.0.1:6817"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("#cloud-config\n") and key.export_public_key().decode().split()[1] in text
+    assert '"controller": "10.8.0.1:6817"' in text.replace('\\"', '"') and "PRIVATE" not in text
+    assert main(["conf", "cloud-init", "--config", str(config), "--provider", "gcp", "--controller",
+                 "ctl;rm -rf /"]) == 2
+    assert "controller" in capsys.readouterr().err
