@@ -32,13 +32,13 @@ import os
 import posixpath
 import re
 import shlex
-import stat
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 
+from . import secretfiles
 from .errors import BridgeError
 from .providers.ssh import BootstrapContext
 from .providers.ssh_hosts import last_line
@@ -72,16 +72,6 @@ class BootstrapError(Exception):
         self.step, self.host, self.detail = step, host, detail
 
 
-def _unsafe(st: os.stat_result) -> str | None:
-    if not stat.S_ISREG(st.st_mode):
-        return "is not a regular file"
-    if st.st_uid not in (0, os.geteuid()):
-        return f"is owned by uid {st.st_uid}, neither root nor the bridge's user (uid {os.geteuid()})"
-    if st.st_mode & 0o077:
-        return f"has mode {stat.S_IMODE(st.st_mode):04o}: group or others may access it (chmod 600)"
-    return None
-
-
 def read_munge_key(path: Path) -> bytes:
     """The key in PATH, once the file is known to be safe; MungeKeyError otherwise."""
     try:
@@ -90,7 +80,7 @@ def read_munge_key(path: Path) -> bytes:
         raise MungeKeyError(f"cannot open the munge key {path}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as f:
         # fstat, not stat: checks the very file we read, whatever a symlink or a rename does meanwhile.
-        problem = _unsafe(os.fstat(f.fileno()))
+        problem = secretfiles.unsafe(os.fstat(f.fileno()))
         if problem is not None:
             raise MungeKeyError(f"refusing the munge key {path}: it {problem}")
         key = f.read(MUNGE_KEY_MAX + 1)

@@ -28,6 +28,7 @@ from typing import cast
 
 import asyncssh
 
+from . import secretfiles
 from .bootstrap import NodeBootstrap, conf_server_args, make_bootstrap
 from .bootstrap_config import BootstrapConfig
 from .providers import hostkeys
@@ -54,6 +55,11 @@ class Bootstrapper:
     def run(self, provider: Provider, instances: Sequence[Instance], tokens: dict[str, str],
             deadline: float) -> dict[str, Failure]:
         """Bootstrap every instance; returns node -> failure for those that were not brought up."""
+        for path in self.cfg.client_keys:
+            if (why := secretfiles.problem(path)) is not None:
+                fail = Failure(FailureKind.CONFIG, f"refusing the [bootstrap] client key {path}: it {why}",
+                               Scope.PROVIDER)
+                return {i.node: fail for i in instances}
         try:
             keys = [k for path in self.cfg.client_keys for k in asyncssh.load_keypairs([str(path)])]
         except (OSError, ValueError, asyncssh.Error) as exc:

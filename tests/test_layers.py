@@ -24,6 +24,7 @@ LAYERS = {
     "slurm_bridge.cloud_config": 0,
     "slurm_bridge.ssh_config": 0,
     "slurm_bridge.bootstrap_config": 0,
+    "slurm_bridge.secretfiles": 0,
     "slurm_bridge.tomlcheck": 0,
     "slurm_bridge.prices": 0,
     "slurm_bridge.slurm": 1,

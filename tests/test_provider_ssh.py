@@ -185,6 +185,7 @@ def test_a_command_missing_on_the_host_is_a_config_failure(sshlab):
 def test_a_refused_client_key_is_a_credentials_failure(sshlab, tmp_path):
     other = tmp_path / "other_key"
     other.write_bytes(asyncssh.generate_private_key("ssh-ed25519").export_private_key())
+    other.chmod(0o600)     # private, as it must be (test_secret_files.py): the host refuses it, not the bridge
     failure = provider(sshlab, client_keys=[str(other)]).launch(request("a100-de-0")).failed["a100-de-0"]
     assert failure.kind is FailureKind.CREDENTIALS and failure.effective_scope is Scope.REGION
     assert "refused with the configured keys" in failure.message

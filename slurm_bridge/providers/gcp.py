@@ -34,6 +34,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 from google.oauth2 import service_account
 
+from .. import secretfiles
 from ..cloud_config import GcpConfig
 from . import hostkeys
 from .base import (TOKEN_DIGEST_TAG, Failure, FailureKind, Instance, LaunchRequest, LaunchResult, ProviderError,
@@ -189,6 +190,9 @@ class GcpProvider:
                 if creds is None and self.config.anonymous:
                     creds = AnonymousCredentials()
                 elif creds is None and self.config.credentials_file:
+                    if (why := secretfiles.problem(self.config.credentials_file)) is not None:
+                        raise ProviderError(Failure(FailureKind.CREDENTIALS, f"refusing GCP credentials "
+                                                    f"{self.config.credentials_file}: it {why}", Scope.PROVIDER))
                     creds = service_account.Credentials.from_service_account_file(
                         str(self.config.credentials_file), scopes=SCOPES)
                 elif creds is None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncssh
 
+from .. import secretfiles
 from ..ssh_config import SshConfig, SshHost
 from .base import Failure, FailureKind, ProviderError, Scope
 
@@ -72,6 +73,9 @@ def load_credentials(cfg: SshConfig) -> Credentials:
                                     f"{type(exc).__name__}: {_oneline(exc)}", Scope.PROVIDER)) from exc
     keys: list[asyncssh.SSHKeyPair] = []
     for path in cfg.client_keys:
+        if (why := secretfiles.problem(path)) is not None:
+            raise ProviderError(Failure(FailureKind.CONFIG, f"refusing the private key {path}: it {why}",
+                                        Scope.PROVIDER))
         try:
             keys.extend(asyncssh.load_keypairs([str(path)]))
         except (OSError, ValueError, asyncssh.Error) as exc:
