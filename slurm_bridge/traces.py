@@ -260,7 +260,7 @@ def _sacct_json(text: str, lineno: int, ctx: _Context) -> Iterator[TraceJob | _S
 def _sacct_json_job(raw: Any) -> TraceJob:
     try:
         # One record at a time, so one malformed job is a bad row rather than a lost file.
-        [rec] = parse.accounting_from_sacct({"jobs": [raw]})
+        rec = parse.accounting_record(raw)
         limit = _json_minutes((raw.get("time") or {}).get("limit"))
     except (KeyError, TypeError, ValueError, AttributeError):
         raise _Skip("malformed job record") from None

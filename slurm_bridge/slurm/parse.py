@@ -11,12 +11,15 @@ Pure functions, tested on output captured from the real lab
 from __future__ import annotations
 
 import json
+import logging
 import re
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from ..errors import SlurmError
 from ..models import AccountingRecord, GresRequest, Job, Node
+
+log = logging.getLogger("slurm_bridge.slurm")
 
 NODE_BASE_STATES = {
     "IDLE", "ALLOCATED", "MIXED", "DOWN", "ERROR", "FUTURE", "UNKNOWN",
@@ -291,39 +294,57 @@ def _tres_list(items: Iterable[dict] | None) -> dict[str, int]:
 
 
 def accounting_from_sacct(data: dict) -> list[AccountingRecord]:
+    """Every readable record; a malformed one is logged and set aside, and the others still read.
+    A document with no list of jobs at all is an error: read as "no jobs", it would move the
+    ingest's mark past jobs it never saw."""
+    jobs = data.get("jobs", []) if isinstance(data, dict) else None
+    if not isinstance(jobs, list):
+        raise SlurmError("sacct --json: the output has no list of jobs")
     out = []
-    for raw in data.get("jobs") or []:
-        job_id = int(raw["job_id"])
-        array = raw.get("array") or {}
-        array_job = _num(array.get("job_id")) or None
-        task = array.get("task_id")
-        task_id = _num(task)
-        job_str = f"{array_job}_{task_id}" if array_job and task_id is not None else str(job_id)
-        t = raw.get("time") or {}
-        state = raw.get("state") or {}
-        comment = raw.get("comment") or {}
-        nodes = _text(raw.get("nodes"))
-        out.append(AccountingRecord(
-            job_id=job_id,
-            job_id_str=job_str,
-            array_job_id=array_job,
-            array_task_id=task_id,
-            name=_text(raw.get("name")),
-            user=_text(raw.get("user")),
-            account=_text(raw.get("account")),
-            partition=_text(raw.get("partition")),
-            cluster=_text(raw.get("cluster")),
-            state=job_state(state.get("current") if isinstance(state, dict) else state),
-            nodes="" if nodes in ("None assigned", "(null)") else nodes,
-            alloc_tres=_tres_list((raw.get("tres") or {}).get("allocated")),
-            submit=_time(t.get("submission")),
-            start=_time(t.get("start")),
-            end=_time(t.get("end")),
-            elapsed_s=_num(t.get("elapsed")) or 0,
-            admin_comment=_text(comment.get("administrator") if isinstance(comment, dict) else ""),
-            constraints=_text(raw.get("constraints")),
-        ))
+    for i, raw in enumerate(jobs):
+        try:
+            out.append(accounting_record(raw))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            job = raw.get("job_id") if isinstance(raw, dict) else None
+            log.warning("sacct --json: record %d (job %r) set aside: %s: %s", i, job, type(exc).__name__,
+                        str(exc)[:200])
     return out
+
+
+def accounting_record(raw: dict) -> AccountingRecord:
+    """One job record of sacct --json; raises KeyError, TypeError, ValueError or AttributeError on garbage."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"a job record is an object, not {type(raw).__name__}")
+    job_id = int(raw["job_id"])
+    array = raw.get("array") or {}
+    array_job = _num(array.get("job_id")) or None
+    task = array.get("task_id")
+    task_id = _num(task)
+    job_str = f"{array_job}_{task_id}" if array_job and task_id is not None else str(job_id)
+    t = raw.get("time") or {}
+    state = raw.get("state") or {}
+    comment = raw.get("comment") or {}
+    nodes = _text(raw.get("nodes"))
+    return AccountingRecord(
+        job_id=job_id,
+        job_id_str=job_str,
+        array_job_id=array_job,
+        array_task_id=task_id,
+        name=_text(raw.get("name")),
+        user=_text(raw.get("user")),
+        account=_text(raw.get("account")),
+        partition=_text(raw.get("partition")),
+        cluster=_text(raw.get("cluster")),
+        state=job_state(state.get("current") if isinstance(state, dict) else state),
+        nodes="" if nodes in ("None assigned", "(null)") else nodes,
+        alloc_tres=_tres_list((raw.get("tres") or {}).get("allocated")),
+        submit=_time(t.get("submission")),
+        start=_time(t.get("start")),
+        end=_time(t.get("end")),
+        elapsed_s=_num(t.get("elapsed")) or 0,
+        admin_comment=_text(comment.get("administrator") if isinstance(comment, dict) else ""),
+        constraints=_text(raw.get("constraints")),
+    )
 
 
 # -- scontrol show config / show partition -------------------------------------------------
