@@ -29,11 +29,12 @@ from .prices import book_for
 from .providers.base import Provider
 from .providers.registry import build
 from .slurm import SlurmBackend, default_backend
-from .state import StateDB
+from .state import StateDB, backup_path
 
 log = logging.getLogger("slurm_bridge.daemon")
 STATUS_FILE = "daemon-status.json"
 GC_FULL_EVERY_S = 3600
+BACKUP_INTERVAL_S = 3600     # the state DB is copied beside itself this often (state.BACKUP_SUFFIX)
 
 
 class AlreadyRunning(BridgeError):
@@ -101,6 +102,12 @@ class Daemon:
         self._lock_fd = fd
 
     # -- loops -----------------------------------------------------------------------------------
+
+    def backup_once(self) -> Path:
+        """A consistent copy of the state DB beside it, for when the DB itself breaks (state._recovery)."""
+        dest = backup_path(self.db.path)
+        self.db.backup(dest)
+        return dest
 
     def _blocked(self, provider: str, region: str) -> str | None:
         if provider not in self.providers:
@@ -323,6 +330,8 @@ class Daemon:
         if self.cfg.aws is not None:
             sched.add_job(guarded("prices", self.refresh_prices), "interval", seconds=3600, id="prices",
                           next_run_time=_now_dt())
+        sched.add_job(guarded("backup", self.backup_once), "interval", seconds=BACKUP_INTERVAL_S, id="backup",
+                      next_run_time=_now_dt())
         ping = sdnotify.watchdog_interval()
         if ping:
             # Only a daemon whose watch loop still completes is alive: a hung Slurm call stops the pings.

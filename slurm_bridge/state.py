@@ -142,6 +142,24 @@ def _instance(r: dict[str, Any]) -> InstanceRow:
     return InstanceRow(**{**r, "spot": bool(r["spot"]), "job_ids": job_ids})
 
 
+BACKUP_SUFFIX = ".backup"      # the daemon's hourly copy, beside the DB
+
+
+def backup_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + BACKUP_SUFFIX)
+
+
+def _recovery(path: Path) -> str:
+    """What an admin can do about a broken state DB: the daemon refuses to start on one."""
+    backup = backup_path(path)
+    rebuild = "or move it aside so slurm-bridge rebuilds it from provider tags (reconcile adopts every instance)"
+    if backup.exists():
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(backup.stat().st_mtime))
+        return (f"stop slurm-bridge, move it aside and copy the daemon's backup {backup} (of {when}) in its place; "
+                + rebuild)
+    return "restore it from a backup, " + rebuild
+
+
 class StateDB:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -159,10 +177,7 @@ class StateDB:
         except BaseException as exc:
             self._conn.close()
             if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in _BROKEN_FILE_CODES:
-                raise StateError(
-                    f"{self.path} is not a usable SQLite database ({exc}); restore it "
-                    "from a backup, or delete it so slurm-bridge rebuilds it from "
-                    "provider tags") from exc
+                raise StateError(f"{self.path} is not a usable SQLite database ({exc}); {_recovery(self.path)}") from exc
             raise
 
     @classmethod

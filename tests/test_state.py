@@ -112,9 +112,30 @@ def test_corrupt_file_is_refused_and_left_untouched(tmp_path: Path, garbage: byt
         StateDB.open(tmp_path)
     msg = str(err.value)
     assert str(path) in msg
-    assert "backup" in msg and "delete it" in msg and "provider tags" in msg
+    assert "restore it from a backup" in msg and "move it aside" in msg and "provider tags" in msg
     assert isinstance(err.value, BridgeError)
     assert path.read_bytes() == garbage
+
+
+def test_a_corrupt_db_names_the_daemons_backup_which_opens_with_the_rows(tmp_path: Path):
+    with StateDB.open(tmp_path) as db:
+        row = db.begin_launch(node="a-0", pool="a", provider="aws", region="eu-west-1", zone=None,
+                              instance_type="t", price_per_hour=1.0, spot=False, job_ids=[7], request_id=None,
+                              client_token="tok-1", account=None)
+        db.backup(state.backup_path(db.path))
+    path = tmp_path / "state.db"
+    for suffix in ("-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    path.write_bytes(b"\x00" * 4096)
+    with pytest.raises(StateError) as err:
+        StateDB.open(tmp_path)
+    backup = state.backup_path(path)
+    assert f"copy the daemon's backup {backup}" in str(err.value)
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    path.unlink()
+    backup.rename(path)      # what the message tells the admin to do
+    with StateDB.open(tmp_path) as db:
+        assert [r.id for r in db.instances()] == [row]
 
 
 def test_dir_is_0700_and_files_0600_whatever_the_umask(tmp_path: Path):
@@ -339,3 +360,24 @@ def test_spend_by_account_sums_overlap_and_splits_exactly_at_a_cut(db: StateDB):
     alive = db.spend_by_account(0.0, 9000.0, alive_after=cut)
     assert closed["physics"] == pytest.approx(hour)                     # only the first row
     assert closed["physics"] + alive["physics"] == pytest.approx(full["physics"])
+
+
+def test_the_daemon_backs_the_state_db_up_beside_itself(tmp_path: Path):
+    from configs import edit, write_config
+    from conftest import REPO
+    from fakes import RecordingSlurm
+
+    from slurm_bridge.daemon import Daemon
+
+    text = edit((REPO / "slurm_conf" / "lab-bridge.toml").read_text(),
+                'state_dir = "/var/tmp/slurm-bridge-lab/bridge"', f'state_dir = "{tmp_path / "bridge"}"')
+    _, path = write_config(tmp_path, text)
+    daemon = Daemon(str(path), slurm=RecordingSlurm(), providers={})
+    daemon.db.event("burst", job_id=1)
+    dest = daemon.backup_once()
+    assert dest == tmp_path / "bridge" / "state.db.backup" and stat.S_IMODE(dest.stat().st_mode) == 0o600
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    dest.rename(copy / "state.db")
+    with StateDB.open(copy) as db:
+        assert [e["kind"] for e in db.events()] == ["burst"]
