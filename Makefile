@@ -8,13 +8,17 @@ DEBS   := slurmctld slurmd slurm-client slurmdbd munge mariadb-server mariadb-cl
           iproute2 util-linux python3-venv lua5.3 systemd chromium
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo deps debs venv clean
+.PHONY: test demo soak deps debs venv clean
 
 test: deps
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 demo: deps
 	$(VENV)/bin/slurm-bridge demo
+
+# The long seeded runs at full count (CI runs them smaller); results go in bench/README.md.
+soak: deps
+	SLURM_BRIDGE_FAULT_SCENARIOS=1000 $(VENV)/bin/python -m pytest -q -s tests/test_cloud_faults.py
 
 deps: debs venv
 

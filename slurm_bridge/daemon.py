@@ -103,6 +103,22 @@ class Daemon:
 
     # -- loops -----------------------------------------------------------------------------------
 
+    def _release_requeued(self, jobs, now: float) -> None:
+        """A job the prolog gate requeued after a slurmctld restart (power.allocated_before_restart)
+        waits out the requeue delay (BeginTime, about 2 min) while its nodes idle: start it now."""
+        waiting = {j.job_id for j in jobs if j.reason == "BeginTime"}
+        if not waiting:
+            return
+        recent = {e["job_id"] for e in self.db.events(kind="requeue_after_restart", since=now - 900)}
+        for job_id in sorted(waiting & recent):
+            try:
+                self.slurm.update_job(job_id, start_now=True)
+            except BridgeError as exc:
+                log.warning(kv(event="release_failed", job=job_id, error=str(exc)))
+                continue
+            self.db.event("released_after_restart", job_id=job_id)
+            log.info(kv(event="released_after_restart", job=job_id))
+
     def backup_once(self) -> Path:
         """A consistent copy of the state DB beside it, for when the DB itself breaks (state._recovery)."""
         dest = backup_path(self.db.path)
@@ -126,6 +142,7 @@ class Daemon:
         facts = policy.Facts(now=now, active_cloud_nodes=sum(active.values()),
                              spend_month=self._spend_month(now), blocked=self._blocked, book=book)
         # Jobs pending only in burst partitions come back as not_watched: counted as eligible, not logged.
+        self._release_requeued(jobs, now)
         decisions = self.policy.decide(jobs, facts)
         last, seen, metrics = self._last_reason, {}, self.metrics
         for d in decisions:

@@ -248,11 +248,25 @@ class Launcher:
                       seconds=self.cfg.policy.block_seconds, now=self.clock())
 
     def wait_registered(self, nodes: list[str], timeout: float, poll: float = 1.0) -> list[str]:
-        """Mark each node running once its slurmd has registered; returns the nodes that never did."""
+        """Mark each node running once its slurmd has registered; returns the nodes that never did.
+
+        A slurmctld restarted between our update and its next state save comes back without the
+        node's address, comment and zone features, and a job's steps then cannot reach the node:
+        while waiting, a node whose address is not its instance's is told again."""
         waiting = set(nodes)
         deadline = self.clock() + timeout
         while waiting and self.clock() < deadline:
-            for node in self.slurm.node_details(sorted(waiting)):
+            rows = {r.node: r for r in self.db.active_instances() if r.node in waiting and r.address}
+            try:
+                seen = self.slurm.node_details(sorted(waiting))
+            except BridgeError as exc:     # slurmctld restarting: it comes back, and so do we
+                log.warning("cannot read nodes %s from Slurm (%s); retrying", ",".join(sorted(waiting)), exc)
+                seen = []
+            for node in seen:
+                row = rows.get(node.name)
+                if row is not None and node.address != row.address and not node.powered_down:
+                    self._reannounce(row, node.address)
+                    continue
                 if not node.powering_up and node.state not in ("DOWN", "UNKNOWN") and "NOT_RESPONDING" not in node.flags:
                     self.db.mark_running(node.name, node.address or None, now=self.clock())
                     self.db.event("running", node=node.name, now=self.clock())
@@ -260,6 +274,16 @@ class Launcher:
             if waiting:
                 self.sleep(poll)
         return sorted(waiting)
+
+    def _reannounce(self, row, slurm_address: str) -> None:
+        log.warning("%s: Slurm has address %s, not its instance's %s (slurmctld restarted?): telling it again",
+                    row.node, slurm_address, row.address)
+        try:
+            nodestate.launched(self.slurm, self.cfg, row.node, address=row.address, provider=row.provider,
+                               region=row.region, country=selector.country_of(self.cfg, row.provider, row.region) or "",
+                               instance_id=row.instance_id)
+        except BridgeError as exc:
+            log.warning("%s: cannot update it in Slurm yet: %s", row.node, exc)
 
 
 _SEVERITY = [FailureKind.CREDENTIALS, FailureKind.CONFIG, FailureKind.QUOTA, FailureKind.CAPACITY,

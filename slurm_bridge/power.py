@@ -183,6 +183,9 @@ def gate(cfg: Config, db: StateDB, slurm: SlurmBackend, job_id: int, *, timeout:
             return f"node {node} runs in {row.provider}/{row.region} ({country}), outside job {job_id}'s zone"
     log.info("job %d: %s inside its zone (%s)", job_id, ",".join(cloud),
              "anywhere" if zone.countries is None else ",".join(sorted(zone.countries)))
+    stale = allocated_before_restart(db, slurm, job_id, cloud, clock)
+    if stale:
+        return stale
     comment = trail_comment([r for r in (db.active_for_node(n) for n in cloud) if r is not None])
     if comment:
         try:
@@ -191,6 +194,35 @@ def gate(cfg: Config, db: StateDB, slurm: SlurmBackend, job_id: int, *, timeout:
         except BridgeError as exc:   # the trail is for people; the job must not wait on it
             log.warning("job %d: could not set AdminComment %s: %s", job_id, comment, exc)
     return None
+
+
+def allocated_before_restart(db: StateDB, slurm: SlurmBackend, job_id: int, cloud: list[str],
+                             clock: Callable[[], float] = time.time) -> str | None:
+    """Why the job must be requeued once: slurmctld restarted after the job was allocated the cloud
+    nodes launched for it, and 22.05 then starts it without their addresses, so every srun step of
+    it fails ("Can't find an address"). Once per job and restart: the requeued job, allocated anew,
+    gets them. None when the job may start."""
+    rows = [r for r in (db.active_for_node(n) for n in cloud) if r is not None and job_id in r.job_ids and r.request_id]
+    if not rows:
+        return None      # nodes already up when it was allocated: their addresses were known
+    try:
+        raw = slurm.show_config().get("BOOT_TIME", "")
+        boot = time.mktime(time.strptime(raw, "%Y-%m-%dT%H:%M:%S"))   # slurmctld's local time, as ours
+    except (BridgeError, ValueError) as exc:
+        log.warning("job %d: cannot read slurmctld's start time (%s); not checking for a restart", job_id, exc)
+        return None
+    # Slurm allocates first and asks for the resume after: a request older than the restart means
+    # an allocation older than it too.
+    asked = min(db.get_request(r.request_id).received_at for r in rows if r.request_id is not None)
+    if asked >= boot:
+        return None
+    if any(e["job_id"] == job_id and e["data"].get("boot_time") == boot
+           for e in db.events(kind="requeue_after_restart")):
+        return None
+    db.event("requeue_after_restart", job_id=job_id, boot_time=boot, now=clock())
+    return (f"slurmctld restarted ({raw}) after job {job_id} was allocated cloud nodes "
+            f"{','.join(r.node for r in rows)}; Slurm 22.05 would start it without their addresses, so it is "
+            "requeued once onto the same, running nodes")
 
 
 def trail_comment(rows) -> str:

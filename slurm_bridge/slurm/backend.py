@@ -33,7 +33,8 @@ class SlurmBackend(Protocol):
         """Partition name -> its `scontrol show partition` fields."""
 
     def update_job(self, job_id: int, *, partitions: Sequence[str] | None = None,
-                   features: str | None = None, admin_comment: str | None = None) -> None: ...
+                   features: str | None = None, admin_comment: str | None = None,
+                   start_now: bool = False) -> None: ...
 
     def requeue(self, job_ids: Sequence[int]) -> None: ...
 

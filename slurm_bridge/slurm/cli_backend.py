@@ -124,7 +124,8 @@ class CliSlurm:
     # -- writes ----------------------------------------------------------------------
 
     def update_job(self, job_id: int, *, partitions: Sequence[str] | None = None,
-                   features: str | None = None, admin_comment: str | None = None) -> None:
+                   features: str | None = None, admin_comment: str | None = None,
+                   start_now: bool = False) -> None:
         argv = ["scontrol", "update", f"jobid={int(job_id)}"]
         if partitions is not None:
             argv.append("partition=" + ",".join(partitions))
@@ -132,6 +133,8 @@ class CliSlurm:
             argv.append(f"features={features}")
         if admin_comment is not None:
             argv.append(f"admincomment={admin_comment}")
+        if start_now:
+            argv.append("starttime=now")     # a pending job's begin time: e.g. the delay a requeue sets
         if len(argv) > 3:
             self.run(argv)
 
