@@ -18,7 +18,8 @@ demo: deps
 
 # The long seeded runs at full count (CI runs them smaller); results go in bench/README.md.
 soak: deps
-	SLURM_BRIDGE_FAULT_SCENARIOS=1000 $(VENV)/bin/python -m pytest -q -s tests/test_cloud_faults.py
+	SLURM_BRIDGE_FAULT_SCENARIOS=1000 SLURM_BRIDGE_CRASH_EVERY=1 \
+	  $(VENV)/bin/python -m pytest -q -s tests/test_cloud_faults.py tests/test_crash_points.py
 
 deps: debs venv
 

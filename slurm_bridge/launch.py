@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from . import nodestate, selector
+from . import crashpoints, nodestate, selector
 from .config import Config, PoolConfig
 from .models import Zone
 from .prices import book_for
@@ -149,7 +149,9 @@ class Launcher:
                 for s in specs}
             request = LaunchRequest(self.cfg.cluster.name, offer.region, specs)
             try:
+                crashpoints.point("launch: before provider.launch")
                 result = provider.launch(request)
+                crashpoints.point("launch: after provider.launch")
             except Exception as exc:   # noqa: BLE001 - an unclassified bug must not leave instances behind
                 log.exception("provider %s crashed launching %s", offer.provider, list(group.nodes))
                 self._sweep(offer, rows, f"provider error: {exc}")
@@ -189,6 +191,7 @@ class Launcher:
             ids = [i.instance_id for i in result.launched]
             log.warning("partial launch in %s (%d of %d): releasing %s", offer.region, len(ids), len(rows), ids)
             try:
+                crashpoints.point("launch: before releasing a partial launch")
                 provider.terminate(offer.region, ids)
             except Exception as exc:   # noqa: BLE001 - stays 'launching' in the DB for reconcile
                 log.error("could not release %s in %s: %s; reconcile will", ids, offer.region, exc)
@@ -209,6 +212,7 @@ class Launcher:
         for node, fail in unready.items():
             log.error("bootstrap of %s in %s/%s failed: %s", node, offer.provider, offer.region, fail.message)
         try:
+            crashpoints.point("launch: before releasing a bootstrap failure")
             self.providers[offer.provider].terminate(offer.region, ids)
         except Exception as exc:   # noqa: BLE001 - stays 'launching' in the DB for reconcile
             log.error("could not release %s in %s: %s; reconcile will", ids, offer.region, exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from . import selector
+from . import crashpoints, selector
 from .config import Config, PoolConfig
 from .errors import SlurmError
 from .prices import PriceBook
@@ -47,6 +47,7 @@ def launched(slurm: SlurmBackend, cfg: Config, node: str, *, address: str, provi
              region: str, country: str, instance_id: str) -> None:
     """Point Slurm at the instance, and narrow the node's zones to its region's (features tell the truth)."""
     feats = running_features(cfg, node, country)
+    crashpoints.point("slurm: before pointing a node at its instance")
     slurm.update_nodes([node], address=address, hostname=node, available_features=feats,
                        active_features=feats, comment=f"{provider}/{region}/{instance_id}")
 
@@ -64,6 +65,7 @@ def reset(slurm: SlurmBackend, cfg: Config, nodes: Sequence[str], book: PriceBoo
     for feats, group in by_feats.items():
         for node in group:
             # NodeAddr differs per node, so one call each; the features could be shared.
+            crashpoints.point("slurm: before resetting a node")
             slurm.update_nodes([node], address=node, hostname=node, comment="",
                                available_features=list(feats) if feats else None,
                                active_features=list(feats) if feats else None)
@@ -76,6 +78,7 @@ def fail(slurm: SlurmBackend, nodes: Sequence[str], reason: str) -> None:
     resume-fail/suspend path returns it to the pool.
     """
     text = f"{REASON_PREFIX} {reason}"[:200]
+    crashpoints.point("slurm: before setting nodes down")
     try:
         slurm.update_nodes(nodes, state="DOWN", reason=text)
     except SlurmError as exc:

@@ -7,7 +7,7 @@ import time
 from collections import defaultdict
 from typing import Callable, Mapping
 
-from . import nodestate, residency
+from . import crashpoints, nodestate, residency
 from .errors import BridgeError
 from .config import Config
 from .launch import Launcher, plan
@@ -90,11 +90,19 @@ def terminate_nodes(cfg: Config, db: StateDB, providers: Mapping[str, Provider],
         unknown_id = {r.node for r in group if not r.instance_id}
         try:
             if unknown_id:
-                # A launch that crashed before recording its id: find it by its tags.
-                ids += [i.instance_id for i in provider.list_instances(cfg.cluster.name)
-                        if i.node in unknown_id and i.region == region and i.state != "terminated"]
+                # A launch that crashed before recording its id: find it by its tags, and record it
+                # first, so the ledger has the instance it is about to pay for until now.
+                rows_of = {r.node: r for r in group if not r.instance_id}
+                for inst in provider.list_instances(cfg.cluster.name):
+                    row = rows_of.get(inst.node)
+                    if row is not None and inst.region == region and inst.state != "terminated":
+                        db.launched(row.id, inst.instance_id, inst.address or None, inst.zone or None,
+                                    now=inst.launched_at or clock())
+                        ids.append(inst.instance_id)
             if ids:
+                crashpoints.point("suspend: before provider.terminate")
                 provider.terminate(region, ids)
+                crashpoints.point("suspend: after provider.terminate")
         except Exception as exc:   # noqa: BLE001 - the rows stay 'terminating' for the next try
             log.error("terminating %s in %s/%s failed: %s", ids, pname, region, exc)
             stuck.extend(r.node for r in group)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
-from . import nodestate, selector
+from . import crashpoints, nodestate, selector
 from .config import Config, PoolConfig
 from .models import Node
 from .prices import PriceBook, book_for
@@ -445,6 +445,7 @@ def _apply_one(cfg: Config, db: StateDB, slurm: SlurmBackend, providers: Mapping
                      region=a.region, instance_type=a.instance_type, note="adopted at 0.0 USD/h")
         return {"row_id": row_id}
     if isinstance(a, Orphan):
+        crashpoints.point("reconcile: before terminating an orphan")
         providers[a.provider].terminate(a.region, [a.instance_id])
         row_id = a.row_id if a.row_id is not None else (_record(db, a.record, now) if a.record else None)
         if row_id is not None:
@@ -463,6 +464,7 @@ def _apply_one(cfg: Config, db: StateDB, slurm: SlurmBackend, providers: Mapping
         slurm.update_nodes([a.node], state="POWER_DOWN_FORCE")
     elif isinstance(a, StuckTerminating):
         if a.instance_ids:
+            crashpoints.point("reconcile: before terminating")
             providers[a.provider].terminate(a.region, list(a.instance_ids))
         db.terminated(a.row_id, now=now)
     elif isinstance(a, FixFeatures):

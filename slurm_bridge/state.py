@@ -22,6 +22,7 @@ from sqlite_utils import Database
 
 from slurm_bridge.errors import BridgeError
 
+from . import crashpoints
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 DB_NAME = "state.db"
@@ -202,9 +203,11 @@ class StateDB:
         # IMMEDIATE takes the write lock up front and waits busy_timeout for
         # it.  A deferred transaction that reads and then writes fails at once
         # with "database is locked" if another process committed in between.
+        crashpoints.point("db: before a write")
         self._conn.execute("BEGIN IMMEDIATE")
         with self._conn:  # COMMIT, or ROLLBACK on any exception
             yield self._conn
+        crashpoints.point("db: after a write")
 
     def _user_version(self) -> int:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])

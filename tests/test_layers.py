@@ -25,6 +25,7 @@ LAYERS = {
     "slurm_bridge.ssh_config": 0,
     "slurm_bridge.bootstrap_config": 0,
     "slurm_bridge.secretfiles": 0,
+    "slurm_bridge.crashpoints": 0,
     "slurm_bridge.tomlcheck": 0,
     "slurm_bridge.prices": 0,
     "slurm_bridge.slurm": 1,
