@@ -11,6 +11,7 @@ longer than the resume timeout, and slurmctld waits on nothing we do.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import subprocess
@@ -100,6 +101,27 @@ def _fail(program: str, message: str) -> int:
     return 1
 
 
+def _guarded(program: str):
+    """Whatever escapes a program is one line on stderr (which slurmctld may log) and the whole
+    traceback in the program's own log: never a bare traceback with no message."""
+    def wrap(main):
+        @functools.wraps(main)
+        def run(argv: list[str] | None = None) -> int:
+            try:
+                return main(argv)
+            except SystemExit:
+                raise
+            except BridgeError as exc:
+                return _fail(program, str(exc))
+            except Exception as exc:   # noqa: BLE001 - a bug: say so in one line, keep the detail
+                log.exception("%s: unexpected error", program)
+                print(f"{program}: error: unexpected {type(exc).__name__}: {exc} (traceback in the log)",
+                      file=sys.stderr)
+                return 1
+        return run
+    return wrap
+
+
 def _early(program: str, argv: list[str] | None, what: str):
     """Stdio, arguments, config, log and the hostlist: what every program does before its own work.
 
@@ -125,6 +147,7 @@ def _early(program: str, argv: list[str] | None, what: str):
 
 # -- ResumeProgram --------------------------------------------------------------------------
 
+@_guarded("slurm-bridge-resume")
 def resume_main(argv: list[str] | None = None) -> int:
     program = "slurm-bridge-resume"
     # Copy at once: the file is /proc/<slurmctld>/fd/N and is gone soon (DESIGN B).
@@ -186,6 +209,7 @@ def _fail_nodes(cfg, nodes: list[str], reason: str) -> None:
                    [n for n in nodes if cfg.pool_for_node(n) is not None], reason)
 
 
+@_guarded("slurm-bridge-resume")
 def resume_worker_main(argv: list[str] | None = None) -> int:
     program = "slurm-bridge-resume"
     _stdio()
@@ -244,6 +268,7 @@ def _terminating_program(program: str, argv, what: str, action) -> int:
     return 0 if ok else 1
 
 
+@_guarded("slurm-bridge-suspend")
 def suspend_main(argv: list[str] | None = None) -> int:
     from .power import suspend
 
@@ -251,6 +276,7 @@ def suspend_main(argv: list[str] | None = None) -> int:
                                 "SuspendProgram: terminate the nodes' instances.", suspend)
 
 
+@_guarded("slurm-bridge-resume-fail")
 def resume_fail_main(argv: list[str] | None = None) -> int:
     from .power import resume_fail
 
@@ -261,6 +287,7 @@ def resume_fail_main(argv: list[str] | None = None) -> int:
 
 # -- PrologSlurmctld --------------------------------------------------------------------------
 
+@_guarded("slurm-bridge-prolog")
 def prolog_main(argv: list[str] | None = None) -> int:
     """Exit non-zero (Slurm then requeues the job) when a cloud node is outside the job's zone."""
     program = "slurm-bridge-prolog"

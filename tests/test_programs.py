@@ -85,3 +85,15 @@ def test_cli_conf_check_lists_every_config_problem(tmp_path):
     assert done.returncode == 1
     assert 'pools[0].zone: unknown zone "dee"' in done.stdout
     assert "slurm.suspend_tme: unknown key (did you mean suspend_time?)" in done.stdout
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_a_corrupt_state_db_is_one_line_naming_it_and_the_traceback_stays_out_of_slurms_log(tmp_path, program):
+    cfg = write_config(tmp_path, EXAMPLE)
+    (tmp_path / "state").mkdir(mode=0o700, exist_ok=True)
+    (tmp_path / "state" / "state.db").write_bytes(b"\x00garbage" * 600)
+    done = run(program, "--config", str(cfg), "a100-de-0", env={"SLURM_CONF": str(tmp_path / "no-slurm.conf")})
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "state.db is not a usable SQLite database" in lines[0] and "provider tags" in lines[0]

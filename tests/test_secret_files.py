@@ -10,6 +10,8 @@ import asyncssh
 import pytest
 
 from slurm_bridge import secretfiles
+
+pytest_plugins = ["moto_server"]    # the session's moto server (moto_cloud, cluster)
 from slurm_bridge.bootstrap_config import BootstrapConfig
 from slurm_bridge.cloud_config import GcpConfig
 from slurm_bridge.node_bootstrap import Bootstrapper
@@ -76,3 +78,21 @@ def test_a_bootstrap_client_key_others_can_read_fails_the_launch_as_config(tmp_p
     failed = boot.run(object(), [Instance("i-1", "n-0", "r", "running", "10.0.0.1")], {}, deadline=0)
     assert failed["n-0"].kind is FailureKind.CONFIG and "0640" in failed["n-0"].message
     assert stat.S_IMODE(key.stat().st_mode) == 0o640      # reported, never "fixed" behind the admin's back
+
+
+def test_cloud_credentials_never_reach_the_logs_even_at_debug(moto_cloud, cluster, caplog):
+    import logging
+
+    import boto3
+
+    from moto_server import launch_request
+    from slurm_bridge.providers.aws import AwsProvider
+
+    secret_key = "s3cr3t-VALUE-that-must-not-leak-0123456789"
+    session = boto3.Session(aws_access_key_id="AKIAEXAMPLEKEY000001", aws_secret_access_key=secret_key)
+    provider = AwsProvider(moto_cloud.config(), session=session, sleep=lambda s: None)
+    caplog.set_level(logging.DEBUG)          # botocore included: the most it ever says
+    result = provider.launch(launch_request(cluster, 1))
+    provider.terminate(result.launched[0].region, [i.instance_id for i in result.launched])
+    assert "botocore" in caplog.text and "CreateFleet" in caplog.text     # the scan saw the requests
+    assert secret_key not in caplog.text and secret_key[:16] not in caplog.text
