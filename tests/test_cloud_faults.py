@@ -1,8 +1,8 @@
 """Seeded cloud-fault scenarios through the real launch path (issue 9).
 
 Each scenario draws a job (1-3 nodes) with a random residency zone, random prices, and random faults
-in every region: on AWS (real boto3 against moto) capacity, quota, throttling, 5xx, credential errors and
-short fleets, injected at botocore's transport boundary; on GCP (the real client against the Compute
+in every region: on AWS (real boto3 against moto) capacity, quota, throttling, 5xx, credential errors,
+read timeouts and short fleets, injected at botocore's transport boundary; on GCP (the real client against the Compute
 stand-in) stockouts in three report styles, quota, throttling, 5xx and a forbidden project; in two
 local regions, the scripted double of tests/fakes.py (the local provider itself needs the lab, where
 test_elastic.py covers it). Then it checks what must hold whatever happened:
@@ -46,7 +46,7 @@ PROVIDER = {"eu-central-1": "aws", "eu-west-1": "aws", "europe-west3": "gcp", "e
             "lab-ch": "local", "lab-de": "local"}
 ITYPE = {"aws": GPU_TYPE, "gcp": GCP_TYPE, "local": "t1"}
 AWS_FAULTS = ["InsufficientInstanceCapacity", "VcpuLimitExceeded", "RequestLimitExceeded", "InternalError",
-              "Unavailable", "AuthFailure", "UnauthorizedOperation", "short-fleet"]
+              "Unavailable", "AuthFailure", "UnauthorizedOperation", "short-fleet", "timeout"]
 GCP_FAULTS = ["exhaust-operation", "exhaust-summary", "exhaust-http", "quota-operation", "quota-http", "throttle",
               "5xx", "forbid"]
 LOCAL_FAULTS = [FailureKind.CAPACITY, FailureKind.QUOTA, FailureKind.THROTTLED, FailureKind.TRANSIENT,
@@ -104,9 +104,26 @@ def aws_fault(rng: random.Random, aws, region: str) -> str:
     fault = rng.choice(AWS_FAULTS)
     if fault == "short-fleet":
         fleet_errors(aws, region, [("InsufficientInstanceCapacity", "short", None)], launch=1, times=rng.randint(1, 3))
+    elif fault == "timeout":
+        read_timeouts(aws, region, rng.randint(1, 4))
     else:
         inject(aws, region, "CreateFleet", fault, times=rng.randint(1, 4))
     return fault
+
+
+def read_timeouts(aws, region: str, times: int) -> None:
+    """The next TIMES CreateFleet attempts time out reading the answer, as a slow endpoint does."""
+    from botocore.exceptions import ReadTimeoutError
+
+    left = [times]
+
+    def send(request, **_):
+        if left[0] <= 0:
+            return None
+        left[0] -= 1
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    aws.client(region).meta.events.register("before-send.ec2.CreateFleet", send)
 
 
 def gcp_fault(rng: random.Random, server: ComputeServer, region: str) -> str:
