@@ -132,7 +132,16 @@ def resume_fail(cfg: Config, db: StateDB, slurm: SlurmBackend, providers: Mappin
     Slurm leaves such nodes `down~` until someone resumes them (DESIGN B).
     """
     ours = [n for n in nodes if cfg.pool_for_node(n) is not None]
+    # Where the nodes were meant to come up: a host or region that launched but never produced a
+    # registered slurmd is avoided for block_seconds, like any other failure of the place.
+    places = {(r.provider, r.region) for r in (db.active_for_node(n) for n in ours) if r is not None}
     stuck = terminate_nodes(cfg, db, providers, ours, clock=clock)
+    for provider, region in sorted(places):
+        db.block(provider=provider, scope="region", kind="unknown", region=region, seconds=cfg.policy.block_seconds,
+                 reason=f"nodes launched there did not register within ResumeTimeout ({cfg.slurm.resume_timeout} s)",
+                 now=clock())
+        log.warning("%s/%s: nodes did not register within ResumeTimeout; blocked for %d s", provider, region,
+                    cfg.policy.block_seconds)
     for node in ours:
         db.event("resume_failed", node=node, now=clock())
     nodestate.reset(slurm, cfg, ours, book_for(cfg.price_overrides, db.prices()))
