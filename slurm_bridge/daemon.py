@@ -103,6 +103,13 @@ class Daemon:
 
     # -- loops -----------------------------------------------------------------------------------
 
+    def _expected_starts(self, job_ids) -> dict[int, float]:
+        try:
+            return self.slurm.expected_starts(job_ids)
+        except BridgeError as exc:     # without the estimate, the other rules still decide
+            log.warning(kv(event="expected_start_unread", error=str(exc)))
+            return {}
+
     def _release_requeued(self, jobs, now: float) -> None:
         """A job the prolog gate requeued after a slurmctld restart (power.allocated_before_restart)
         waits out the requeue delay (BeginTime, about 2 min) while its nodes idle: start it now."""
@@ -140,7 +147,8 @@ class Daemon:
         book = book_for(cfg.price_overrides, self.db.prices())
         active = self.db.count_active()
         facts = policy.Facts(now=now, active_cloud_nodes=sum(active.values()),
-                             spend_month=self._spend_month(now), blocked=self._blocked, book=book)
+                             spend_month=self._spend_month(now), blocked=self._blocked, book=book,
+                             expected_start=self._expected_starts)
         # Jobs pending only in burst partitions come back as not_watched: counted as eligible, not logged.
         self._release_requeued(jobs, now)
         decisions = self.policy.decide(jobs, facts)

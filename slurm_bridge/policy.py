@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from operator import attrgetter
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from . import residency, selector
 from .config import Config, PoolConfig
@@ -45,6 +45,9 @@ class Facts:
     spend_month: Mapping[str, float]              # account -> USD this month
     blocked: Callable[[str, str], str | None]     # (provider, region) -> why in backoff, or None
     book: PriceBook | None = None
+    # Slurm's expected start of the given jobs (unix seconds), asked once per cycle for the jobs about
+    # to burst; None when unknown (the simulator, or no Slurm to ask).
+    expected_start: Callable[[Sequence[int]], Mapping[int, float]] | None = None
 
 
 def month_start(now: float) -> float:
@@ -206,7 +209,25 @@ class Policy:
             if d.burst:
                 committed += nodes_wanted(st.job)
             out.append(d)
+        if facts.expected_start is not None:
+            self._starting_soon(out, facts)
         return out
+
+    def _starting_soon(self, out: list[Decision], facts: Facts) -> None:
+        """A job Slurm expects to start on-prem sooner than a cloud node boots stays home (issue 11).
+        An estimate in the past says nothing about when it starts, and is ignored."""
+        idx = [i for i, d in enumerate(out) if d.burst]
+        if not idx:
+            return
+        starts = facts.expected_start([out[i].job_id for i in idx]) if facts.expected_start else {}
+        for i in idx:
+            d, t = out[i], starts.get(out[i].job_id)
+            if t is None or t <= facts.now:
+                continue
+            boot = min(self._boot_s[p] for p in d.pools)
+            if t - facts.now < boot:
+                out[i] = Decision(d.job_id, False, f"Slurm expects it to start on-prem in {t - facts.now:.0f}s, "
+                                  f"sooner than a cloud node boots ({boot:.0f}s)", code="starts_soon")
 
     def _decide_dynamic(self, st: _Static, facts: Facts, committed: int, fits: dict) -> Decision:
         cfg, job = self.cfg, st.job

@@ -190,3 +190,23 @@ def test_a_pending_array_counts_every_task_it_may_run_at_once_against_the_node_l
     held = dataclasses.replace(job(2, partitions=("gpu", "burst-a100-de")), array_job_id=2, array_task="0-9%3")
     d = {x.job_id: x.code for x in decide(CFG, [held, job(3)], facts())}
     assert d == {2: "already_eligible", 3: "node_limit"}
+
+
+def test_a_job_slurm_expects_to_start_on_prem_before_a_cloud_node_boots_stays_home():
+    import dataclasses
+
+    slow = dataclasses.replace(CFG, local_regions=tuple(dataclasses.replace(r, boot_seconds=120)
+                                                        for r in CFG.local_regions))
+    asked = []
+
+    def starts(ids):
+        asked.append(sorted(ids))
+        return {1: NOW + 60, 2: NOW + 600, 3: NOW - 30}      # 3: a stale estimate says nothing
+
+    ds = {d.job_id: d for d in decide(slow, [job(1), job(2, waited=901), job(3, waited=902)],
+                                      Facts(now=NOW, active_cloud_nodes=0, spend_month={},
+                                            blocked=lambda p, r: None, expected_start=starts))}
+    assert asked == [[1, 2, 3]]                                # one question a cycle, burst candidates only
+    assert ds[1].code == "starts_soon" and not ds[1].burst
+    assert "start on-prem in 60s, sooner than a cloud node boots (120s)" in ds[1].reason
+    assert ds[2].burst and ds[3].burst

@@ -18,6 +18,9 @@ class SlurmBackend(Protocol):
     def pending_jobs(self, partitions: Iterable[str] | None = None) -> list[Job]:
         """Pending jobs whose partition list includes any of PARTITIONS (all when None)."""
 
+    def expected_starts(self, job_ids: Sequence[int]) -> dict[int, float]:
+        """Slurm's expected start (unix seconds) of pending jobs that have one."""
+
     def job(self, job_id: int) -> Job | None: ...
 
     def nodes(self, names: Iterable[str] | None = None) -> list[Node]:

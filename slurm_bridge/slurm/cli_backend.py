@@ -84,6 +84,13 @@ class CliSlurm:
                         len(self._pending.bad_lines), self._pending.bad_lines[0][:200])
         return jobs
 
+    def expected_starts(self, job_ids: Sequence[int]) -> dict[int, float]:
+        out: dict[int, float] = {}
+        ids = sorted(set(job_ids))
+        for i in range(0, len(ids), 500):        # keeps the command line short
+            out.update(pending.parse_starts(self.run(pending.start_argv(ids[i:i + 500]), tz="UTC")))
+        return out
+
     def job(self, job_id: int) -> Job | None:
         return next((j for j in self.jobs() if j.job_id == job_id), None)
 

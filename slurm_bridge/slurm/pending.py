@@ -44,6 +44,31 @@ def argv(partitions: Iterable[str] | None) -> list[str]:
     return out
 
 
+def start_argv(job_ids) -> list[str]:
+    """Slurm's expected start of some pending jobs (backfill's estimate): asked only for the few the
+    policy is about to burst, so the per-cycle line above stays free of fields that change."""
+    return ["squeue", "--noheader", "--states=PENDING", "--jobs=" + ",".join(str(int(j)) for j in job_ids),
+            "--Format=JobID:\t,StartTime:"]
+
+
+def parse_starts(text: str) -> dict[int, float]:
+    """JobID -> expected start (unix seconds; the command runs with TZ=UTC); jobs with none are left out.
+    An array's pending record ("7_[0-9]") counts for its array job id."""
+    out: dict[int, float] = {}
+    for line in text.splitlines():
+        job, _, start = line.partition("\t")
+        head = job.strip().split("_", 1)[0]
+        start = start.strip()
+        if not head.isdigit() or start in _NULL:
+            continue
+        try:
+            ts = datetime.strptime(start, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            continue
+        out[int(head)] = min(ts, out.get(int(head), ts))
+    return out
+
+
 def time_limit_minutes(text: str) -> int | None:
     """`[D-]HH:MM:SS`, `MM:SS` or `MM` to minutes, rounded up; None for UNLIMITED or unset."""
     if text in _NULL or text.upper() in ("UNLIMITED", "INFINITE", "PARTITION_LIMIT", "NOT_SET"):
