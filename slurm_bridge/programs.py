@@ -14,6 +14,7 @@ import argparse
 import functools
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,9 @@ log = logging.getLogger("slurm_bridge.programs")
 
 
 def _stdio() -> None:
+    # slurmctld starts its power-save programs with signals blocked (the mask is inherited across
+    # exec): unblock, so that we, and every process we start, can be stopped normally.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     # A child started with 0-2 closed would reuse them for its first files, and a
     # later print() would then write into a socket or a log (DESIGN B).
     for fd in (0, 1, 2):

@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", action="append", default=[], metavar="SRC:DST",
                         help="see directory SRC at DST, in a mount namespace of its own (repeatable)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
+    # slurmctld starts its power-save programs with signals blocked, and masks are inherited: unblock,
+    # or this "host" could not be shut down (SIGTERM would wait forever) and its command would inherit it.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:

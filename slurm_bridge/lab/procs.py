@@ -93,6 +93,20 @@ def stop(proc: Proc, timeout: float = 10.0) -> None:
     _reap(proc.pid)
 
 
+def kill(proc: Proc) -> None:
+    """SIGKILL at once: a power cut, not a shutdown."""
+    if not alive(proc):
+        return
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 5
+    while alive(proc) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _reap(proc.pid)
+
+
 def _reap(pid: int) -> None:
     # Only our own children can be reaped; anything else was reparented and is init's business.
     try:

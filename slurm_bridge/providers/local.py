@@ -215,9 +215,12 @@ class LocalProvider:
     def _destroy(self, rec: dict) -> None:
         # Terminating a cloud instance is a power-off, not a shutdown: slurmd gets no chance to
         # report anything, exactly as with a real instance (or a spot preemption).
-        netns.kill_all_in(rec["netns"], graceful=False)
+        # The host's own process first: while it waits out its boot delay it is not in the namespace
+        # yet, and left alive it would go on to start a slurmd that nothing owns. Then whatever it
+        # started meanwhile, which is in the namespace.
         if "pid" in rec:
-            procs.stop(procs.Proc(rec["pid"], rec["start_ticks"]), timeout=5)
+            procs.kill(procs.Proc(rec["pid"], rec["start_ticks"]))
+        netns.kill_all_in(rec["netns"], graceful=False)
         netns.remove_host(rec["netns"])
         shutil.rmtree(self._host_dir(rec), ignore_errors=True)
         (self.root / rec["region"] / f"{rec['instance_id']}.json").unlink(missing_ok=True)
