@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import urllib.request
+import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -71,24 +72,46 @@ class MotoCloud:
         return AwsProvider(self.config(**changes), session=self.session, sleep=lambda s: None)
 
 
+def _aws_env(mp: pytest.MonkeyPatch) -> None:
+    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
+        mp.delenv(var, raising=False)
+    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    mp.setenv("AWS_CONFIG_FILE", "/dev/null")
+    mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # moto's ~1,300 stock AMIs make every launched instance scan them all (0.6 s per 100
+    # instances); one registered AMI per region is all the launch template needs.
+    mp.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+
+def _prepare(url: str) -> MotoCloud:
+    """Images, subnets and the launch template in every test region of a fresh moto."""
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+    subnets, images = {}, {}
+    for region in REGIONS + (BIG_REGION,):
+        ec2 = session.client("ec2", region_name=region, endpoint_url=url)
+        images[region] = ec2.register_image(Name="slurm-bridge-node", Architecture="x86_64",
+                                            RootDeviceName="/dev/xvda", VirtualizationType="hvm")["ImageId"]
+        vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+        subnets[region] = tuple(
+            ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=f"{region}{az}")["Subnet"]["SubnetId"]
+            for cidr, az in (("10.20.0.0/18", "a"), ("10.20.64.0/18", "b")))
+        ec2.create_launch_template(LaunchTemplateName=TEMPLATE,
+                                   LaunchTemplateData={"ImageId": images[region], "InstanceType": "m5.large"})
+    return MotoCloud(url, session, subnets, images)
+
+
 @contextmanager
 def running_moto() -> Iterator[MotoCloud]:
-    """The server and its regions, outside pytest too (bench/aws_launch_calls.py)."""
+    """The server and its regions, outside pytest too (bench/aws_launch_calls.py). Its state is this
+    process's moto state: there is one per process, which the session's `moto_cloud` holds."""
     from moto.server import ThreadedMotoServer
 
     with pytest.MonkeyPatch.context() as mp:
-        for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-                    "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
-            mp.delenv(var, raising=False)
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_CONFIG_FILE", "/dev/null")
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        # moto's ~1,300 stock AMIs make every launched instance scan them all (0.6 s per 100
-        # instances); one registered AMI per region is all the launch template needs.
-        mp.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+        _aws_env(mp)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
@@ -96,22 +119,45 @@ def running_moto() -> Iterator[MotoCloud]:
         url = f"http://{host}:{port}"
         # moto's state lives in this process, not in the server: start from nothing.
         urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
-        session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
-        subnets, images = {}, {}
-        for region in REGIONS + (BIG_REGION,):
-            ec2 = session.client("ec2", region_name=region, endpoint_url=url)
-            images[region] = ec2.register_image(Name="slurm-bridge-node", Architecture="x86_64",
-                                                RootDeviceName="/dev/xvda", VirtualizationType="hvm")["ImageId"]
-            vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
-            subnets[region] = tuple(
-                ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=f"{region}{az}")["Subnet"]["SubnetId"]
-                for cidr, az in (("10.20.0.0/18", "a"), ("10.20.64.0/18", "b")))
-            ec2.create_launch_template(LaunchTemplateName=TEMPLATE,
-                                       LaunchTemplateData={"ImageId": images[region], "InstanceType": "m5.large"})
         try:
-            yield MotoCloud(url, session, subnets, images)
+            yield _prepare(url)
         finally:
             server.stop()
+
+
+@contextmanager
+def separate_moto() -> Iterator[MotoCloud]:
+    """A moto server in a process of its own, with a state of its own: for the long seeded tests,
+    which need a fresh moto now and then (moto's EC2 slows with every instance it has held) and
+    must not reset the session's."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.MonkeyPatch.context() as mp:
+        _aws_env(mp)
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("moto server did not start") from None
+                    time.sleep(0.1)
+            yield _prepare(url)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

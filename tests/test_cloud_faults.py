@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fakes import Answer, RecordingSlurm, ScriptedProvider
 from gcp_server import ComputeServer
-from moto_server import GPU_TYPE, fleet_errors, inject, running_moto
+from moto_server import GPU_TYPE, fleet_errors, inject, separate_moto
 from slurm_bridge.config import parse_config
 from slurm_bridge.launch import SAME_PLACE_RETRIES, Group, Launcher
 from slurm_bridge.models import Zone
@@ -208,7 +208,7 @@ def test_seeded_cloud_faults_never_break_residency_leak_instances_or_loop(monkey
     start, outcomes = time.monotonic(), Counter()
     with tempfile.TemporaryDirectory() as tmp:
         for first in range(0, SCENARIOS, BLOCK):
-            with running_moto() as moto_cloud:
+            with separate_moto() as moto_cloud:
                 for seed in range(first, min(first + BLOCK, SCENARIOS)):
                     outcomes[run_scenario(seed, moto_cloud, Path(tmp))] += 1
     # The draws must reach every end: runs on each cloud and requeues, or the checks above prove little.

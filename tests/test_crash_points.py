@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from moto_server import GPU_TYPE, running_moto
+from moto_server import GPU_TYPE, separate_moto
 from slurm_bridge import power, reconcile
 from slurm_bridge.config import load_config
 from slurm_bridge.providers.registry import build
@@ -190,7 +190,7 @@ def check(world: World, label: str) -> None:
 
 @pytest.fixture(scope="module")
 def moto_cloud():
-    with running_moto() as cloud:
+    with separate_moto() as cloud:
         yield cloud
 
 
