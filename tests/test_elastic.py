@@ -107,3 +107,26 @@ def test_conf_check_passes_on_the_lab_and_names_a_mismatch(lab, bridge_config, t
     bad = subprocess.run([cli, "conf", "check", "--config", str(other)], capture_output=True, text=True)
     assert bad.returncode == 1
     assert "problem: SuspendTime is 10 sec, the bridge config says 30" in bad.stdout
+
+
+def test_a_two_node_exclusive_job_goes_where_both_fit_and_no_half_pair_is_left(lab, slurm, cloud, bridge_config):
+    """Issue 11: lab-nl, the cheaper region, can hold only one node: the one it starts is released at
+    once, and the pair comes up together in lab-de."""
+    bridge_config.write_text(bridge_config_text(LAB_DIR, lab_nl=1))
+    job = sbatch(lab, "-p", "burst-a100-eu", "-N", "2", "--exclusive", "--gres=gpu:a100:1", "--wrap", "srun hostname")
+    wait_until(f"job {job} done", lambda: finished(lab, job), timeout=90, lab=lab)
+    assert sorted((lab.dir / f"slurm-{job}.out").read_text().split()) == ["a100-eu-0", "a100-eu-1"]
+
+    def rows():
+        with db(bridge_config) as state:
+            return [r for r in state.instances() if job in r.job_ids]
+    wait_until("the lab-de rows past launching", lambda: all(r.state != "launching" for r in rows()), timeout=15,
+               lab=lab)
+    nl = [r for r in rows() if r.region == "lab-nl"]
+    de = [r for r in rows() if r.region == "lab-de"]
+    assert sorted(r.state for r in nl) == ["failed", "terminated"], [(r.node, r.state, r.error) for r in nl]
+    assert next(r for r in nl if r.state == "failed").error.startswith("capacity")
+    assert sorted(r.node for r in de) == ["a100-eu-0", "a100-eu-1"] and {r.state for r in de} <= {"running",
+                                                                                                   "terminating",
+                                                                                                   "terminated"}
+    assert not [i for i in cloud().list_instances("sbtest") if i.region == "lab-nl" and i.state == "running"]
