@@ -26,7 +26,8 @@ from slurm_bridge.slurm.parse import accounting_from_sacct
 
 DEMO = tomllib.loads((REPO / "slurm_conf" / "lab-bridge.toml").read_text())
 SACCT = json.loads((FIXTURES / "slurm-22.05.8" / "sacct_all.json").read_text())
-PROBLEM = re.compile(r"<config>: [^:]+: .+")    # "<source>: key.path: reason", every one
+# "<source>: key.path: reason", every one; a key with odd characters is quoted as JSON in the path.
+PROBLEM = re.compile(r'<config>: (?:[^:"]|"(?:[^"\\]|\\.)*")+: .+')
 
 ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
                       st.text(max_size=20), st.lists(st.text(max_size=5), max_size=3),
@@ -66,6 +67,7 @@ def apply(doc: dict, path: tuple, how: str, value) -> dict:
 @given(st.lists(st.tuples(st.sampled_from(CONFIG_PATHS), st.sampled_from(["delete", "typo", "value"]), ANY_VALUE),
                 min_size=1, max_size=3))
 def test_a_mutated_config_is_valid_or_every_problem_names_its_key(mutations):
+    # Found by CI: an unknown key ":" is named as accounts.default.":", quoted, which is right.
     doc = DEMO
     for path, how, value in mutations:
         try:
