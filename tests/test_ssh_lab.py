@@ -163,8 +163,11 @@ def test_a_cloud_instance_is_bootstrapped_with_its_host_key_pinned_from_the_prov
     # The job saw the instance's own /etc/munge: the key the bridge put there.
     assert digest == subprocess.run(["md5sum"], input=lab_key, capture_output=True, check=True).stdout.split()[0].decode()
     assert "-----BEGIN SSH HOST KEY KEYS-----" in console
-    log = (LAB_DIR / "bridge" / "log" / "slurm-bridge-resume.log").read_text()
-    assert f"bootstrapped {node} (local {instance.instance_id})" in log
+    # slurmd runs (and so can the short job) before the start command has returned over SSH: the
+    # worker's last line may still be on its way.
+    log = LAB_DIR / "bridge" / "log" / "slurm-bridge-resume.log"
+    wait_until("the worker logs the bootstrap",
+               lambda: f"bootstrapped {node} (local {instance.instance_id})" in log.read_text(), timeout=20, lab=lab)
     scanned = {str(p): p.read_bytes() for root in (lab.dir / "bridge", lab.dir / "log")
                for p in root.rglob("*") if p.is_file()}
     hits = [p for p, blob in scanned.items() if leaks(lab_key, blob)]
