@@ -24,7 +24,7 @@ from itertools import pairwise
 from math import floor
 
 WEIGHTS = ("gpu", "billing")
-GROUPS = ("account", "user", "partition", "pool", "region", "job")
+GROUPS = ("account", "user", "partition", "pool", "region", "job", "array")
 UNATTRIBUTED = "(unattributed)"   # group key of overhead charged to a pool, not a job
 ONPREM = "(on-prem)"              # pool/region key of on-prem usage
 UNKNOWN = "(unknown)"             # user/account/partition of a job named only by an interval's started_by_job
@@ -490,7 +490,8 @@ def _interval_costs(kept: list[Interval], charges: list[Charge], lo: Fraction,
 
 
 def group(attribution: Attribution, by: str) -> list[GroupRow]:
-    """Aggregate by "account", "user", "partition", "pool", "region" or "job", biggest spend first.
+    """Aggregate by "account", "user", "partition", "pool", "region", "job" or "array" (a job array's
+    tasks, "7_0", "7_1", ..., sum into one row "7"; other jobs are rows of their own), biggest spend first.
 
     Spend adds up to the ledger total over the rows. Overhead charged to a pool has no job, so under
     account/user/partition/job it is its own row, UNATTRIBUTED; under pool/region on-prem use is the row
@@ -506,7 +507,11 @@ def group(attribution: Attribution, by: str) -> list[GroupRow]:
             return getattr(charge, by) if charge else ONPREM
         if job_id is None:
             return UNATTRIBUTED
-        return job_id if by == "job" else getattr(meta[job_id], by)
+        if by == "job":
+            return job_id
+        if by == "array":
+            return job_id.partition("_")[0]
+        return getattr(meta[job_id], by)
 
     acc: dict[str, _RowTally] = defaultdict(_RowTally)
     for c in attribution.charges:

@@ -132,6 +132,21 @@ class Daemon:
         self.db.backup(dest)
         return dest
 
+    def _cloud_nodes(self) -> tuple[int, tuple[tuple[str, frozenset[str]], ...]]:
+        """Cloud nodes Slurm has up, or is about to resume, and (pool, active features) of
+        each one that is up, idle and healthy: Slurm gives the next eligible job such a node before it
+        resumes another, so the policy counts it as room."""
+        try:
+            nodes = [n for n in self.slurm.nodes(self._pool_names) if n.name in self._pool_names]
+        except BridgeError as exc:     # without them, idle nodes count as busy: fewer bursts, never more
+            log.warning(kv(event="nodes_unread", error=str(exc)))
+            return 0, ()
+        # A powered-down node given a job stays POWERED_DOWN (alloc~) until the power-save thread
+        # calls the resume program: only an idle powered-down node is free.
+        up = sum(not (n.powered_down and n.state == "IDLE" and not n.powering_up) for n in nodes)
+        return up, tuple((self._pool_names[n.name], frozenset(n.active_features)) for n in nodes
+                         if n.state == "IDLE" and n.flags <= _UP_IDLE_FLAGS)
+
     def _blocked(self, provider: str, region: str) -> str | None:
         if provider not in self.providers:
             return f"provider {provider} is not configured"
@@ -146,9 +161,12 @@ class Daemon:
         jobs = self.slurm.pending_jobs([*cfg.slurm.watch_partitions, *sorted(burst_parts)])
         book = book_for(cfg.price_overrides, self.db.prices())
         active = self.db.count_active()
-        facts = policy.Facts(now=now, active_cloud_nodes=sum(active.values()),
+        up, idle = self._cloud_nodes()
+        # A node Slurm has begun to resume may not have its row yet (the resume program is still on its
+        # way): count whichever is larger, or one cycle's burst is promised the same room twice.
+        facts = policy.Facts(now=now, active_cloud_nodes=max(sum(active.values()), up),
                              spend_month=self._spend_month(now), blocked=self._blocked, book=book,
-                             expected_start=self._expected_starts)
+                             expected_start=self._expected_starts, idle_cloud_nodes=idle)
         # Jobs pending only in burst partitions come back as not_watched: counted as eligible, not logged.
         self._release_requeued(jobs, now)
         decisions = self.policy.decide(jobs, facts)
@@ -158,13 +176,15 @@ class Daemon:
                 continue
             if d.burst:
                 try:
-                    self.slurm.update_job(d.job_id, partitions=d.partitions)
+                    self.slurm.update_job(d.tasks or d.job_id, partitions=d.partitions)
                 except BridgeError as exc:   # it may have started or ended meanwhile
                     log.warning(kv(event="burst_failed", job=d.job_id, error=str(exc)))
                     continue
-                self.db.event("burst", job_id=d.job_id, pools=list(d.pools), partitions=list(d.partitions))
-            # Log when the kind of decision changes, not every cycle ("waited 4s", "waited 6s", ...).
-            if last.get(d.job_id) != d.code:
+                self.db.event("burst", job_id=d.job_id, pools=list(d.pools), partitions=list(d.partitions),
+                              **({"tasks": d.tasks} if d.tasks else {}))
+            # Log each burst, and otherwise when the kind of decision changes, not every cycle
+            # ("waited 4s", "waited 6s", ...).
+            if d.burst or last.get(d.job_id) != d.code:
                 log.info(kv(event="decision", job=d.job_id, burst="yes" if d.burst else "no", reason=d.reason,
                             pools=",".join(d.pools) or "-"))
                 if metrics:
@@ -391,6 +411,7 @@ class Daemon:
 # does not log (jobs pending only in burst partitions) are not listed at all.
 _REASON_LABELS = {"too_early": "waited less than burst_after", "node_limit": "cloud node limit", "burst": "burst"}
 _QUIET = frozenset({"not_watched"})
+_UP_IDLE_FLAGS = frozenset({"CLOUD"})      # anything more (powering, drain, not responding) is not room
 
 
 def _count_reasons(decisions) -> dict[str, int]:

@@ -36,6 +36,7 @@ class Decision(NamedTuple):
     partitions: tuple[str, ...] = ()     # the job's new partition list, when burst
     pools: tuple[str, ...] = ()
     code: str = ""                       # for machines (metrics labels): one of a few words
+    tasks: str = ""                      # some tasks of a job array: scontrol's job reference ("7_[3-6]")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class Facts:
     # Slurm's expected start of the given jobs (unix seconds), asked once per cycle for the jobs about
     # to burst; None when unknown (the simulator, or no Slurm to ask).
     expected_start: Callable[[Sequence[int]], Mapping[int, float]] | None = None
+    # Cloud nodes up, idle and holding no job: (pool name, active features) each. Slurm puts an eligible
+    # job on such a node before it powers another one up, so the work it takes launches nothing.
+    idle_cloud_nodes: Sequence[tuple[str, frozenset[str]]] = ()
 
 
 def month_start(now: float) -> float:
@@ -75,12 +79,6 @@ def shape_problem(pool: PoolConfig, job: Job) -> str | None:
     return None
 
 
-def nodes_wanted(job: Job) -> int:
-    """Cloud nodes a pending record may take at once: a job array's pending tasks (squeue shows them
-    as one record, "0-499%8") run side by side up to their throttle, each on its own nodes."""
-    return job.node_count * array_tasks_at_once(job.array_task) if job.array_task else job.node_count
-
-
 def array_tasks_at_once(spec: str) -> int:
     """Tasks of "0-99:2,200%8" that may run at once (the % throttle, else all of them); 1 if unreadable."""
     ranges, _, throttle = spec.partition("%")
@@ -95,6 +93,78 @@ def array_tasks_at_once(spec: str) -> int:
     except ValueError:
         return 1
     return max(1, min(count, limit) if limit > 0 else count)
+
+
+def array_task_ids(spec: str, limit: int) -> list[int]:
+    """The first LIMIT task ids of "0-99:2,200%8", in order; [] if unreadable."""
+    out: list[int] = []
+    try:
+        for part in spec.partition("%")[0].split(","):
+            bounds, _, step = part.partition(":")
+            first, _, last = bounds.partition("-")
+            lo, hi, by = int(first), int(last or first), int(step or 1)
+            if by < 1:
+                return []
+            for t in range(lo, hi + 1, by):
+                if len(out) >= limit:
+                    return out
+                out.append(t)
+    except ValueError:
+        return []
+    return out
+
+
+def task_ranges(ids: Sequence[int]) -> str:
+    """[3, 4, 5, 9] -> "3-5,9": Slurm's array task syntax, for `scontrol update jobid=7_[...]`."""
+    runs: list[list[int]] = []
+    for t in ids:
+        if runs and t == runs[-1][1] + 1:
+            runs[-1][1] = t
+        else:
+            runs.append([t, t])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def residency_features(features: str) -> frozenset[str]:
+    """The res_<zone> names a job's constraint asks for: an up node must carry them all to take it."""
+    return frozenset(f for f in residency.feature_names(features) if f.startswith("res_"))
+
+
+class _Capacity:
+    """Cloud nodes against `policy.max_cloud_nodes`: instances launching or up, plus what eligible
+    pending jobs will launch. An idle up node absorbs one single-node job of its pool whose residency
+    features it carries (Slurm prefers a powered-up node; seen on the lab), so that job launches nothing.
+    Multi-node jobs get no idle credit: their nodes must share a region, which an idle node may not."""
+
+    def __init__(self, limit: int, active: int, idle: Sequence[tuple[str, frozenset[str]]]):
+        self.limit, self.committed = limit, active
+        self._idle = [(pool, feats) for pool, feats in idle]
+
+    def _usable(self, pools: Iterable[str], required: frozenset[str]) -> list[int]:
+        pools = set(pools)
+        return [i for i, (pool, feats) in enumerate(self._idle) if pool in pools and required <= feats]
+
+    def fit(self, pools: Iterable[str], required: frozenset[str], nodes_per_task: int, tasks: int) -> int:
+        """How many of TASKS (each on NODES_PER_TASK nodes) fit under the limit now."""
+        idle = len(self._usable(pools, required)) if nodes_per_task == 1 else 0
+        committed, fits = self.committed, 0
+        for _ in range(tasks):
+            if idle:
+                idle -= 1
+            elif committed + nodes_per_task <= self.limit:
+                committed += nodes_per_task
+            else:
+                break
+            fits += 1
+        return fits
+
+    def take(self, pools: Iterable[str], required: frozenset[str], nodes_per_task: int, tasks: int) -> None:
+        """Count TASKS as placed, limit or not (jobs already eligible are placed whatever we say)."""
+        usable = self._usable(pools, required) if nodes_per_task == 1 else []
+        from_idle = min(len(usable), tasks)
+        for i in sorted(usable[:from_idle], reverse=True):
+            del self._idle[i]
+        self.committed += (tasks - from_idle) * nodes_per_task
 
 
 def _opted_out(job: Job) -> bool:
@@ -129,6 +199,7 @@ class Policy:
         self._limit_text: tuple[int, str] = (-1, "")
         self._reasons: dict[str, str] = {}
         self._boot_s = {p.name: _boot_estimate(cfg, p) for p in cfg.pools}
+        self._pool_of_partition = {p.partition: p.name for p in cfg.pools}
         self._fit_ids: dict[tuple, int] = {}
         self._fits: list[tuple[Any, tuple[PoolConfig, ...], tuple[str, ...]]] = []
 
@@ -200,15 +271,23 @@ class Policy:
         self._static = fresh              # jobs no longer pending leave the cache
         statics.sort(key=attrgetter("order"))
         # Jobs already eligible but not yet running hold cloud nodes too: count them against the limit.
-        committed = facts.active_cloud_nodes + sum(
-            nodes_wanted(st.job) for st in statics if st.refused is not None and st.refused.code == "already_eligible")
+        cap = _Capacity(self.cfg.policy.max_cloud_nodes, facts.active_cloud_nodes, facts.idle_cloud_nodes)
+        eligible_tasks: dict[int, int] = {}      # array job id -> its tasks already eligible and pending
+        for st in statics:
+            if st.refused is None or st.refused.code != "already_eligible":
+                continue
+            job = st.job
+            tasks = array_tasks_at_once(job.array_task) if job.array_task else 1
+            if job.array_job_id is not None:
+                eligible_tasks[job.array_job_id] = eligible_tasks.get(job.array_job_id, 0) + tasks
+            if job.reason == "JobArrayTaskLimit":      # waits for its own array's throttle, not for a node
+                continue
+            pools = [self._pool_of_partition[p] for p in job.partitions if p in self._pool_of_partition]
+            cap.take(pools, residency_features(job.features), job.node_count, tasks)
         out, fits = [], {}
         self._limit_text = (-1, "")
         for st in statics:
-            d = st.refused or self._decide_dynamic(st, facts, committed, fits)
-            if d.burst:
-                committed += nodes_wanted(st.job)
-            out.append(d)
+            out.append(st.refused or self._decide_dynamic(st, facts, cap, fits, eligible_tasks))
         if facts.expected_start is not None:
             self._starting_soon(out, facts)
         return out
@@ -229,7 +308,8 @@ class Policy:
                 out[i] = Decision(d.job_id, False, f"Slurm expects it to start on-prem in {t - facts.now:.0f}s, "
                                   f"sooner than a cloud node boots ({boot:.0f}s)", code="starts_soon")
 
-    def _decide_dynamic(self, st: _Static, facts: Facts, committed: int, fits: dict) -> Decision:
+    def _decide_dynamic(self, st: _Static, facts: Facts, cap: _Capacity, fits: dict,
+                         eligible_tasks: dict[int, int]) -> Decision:
         cfg, job = self.cfg, st.job
         waited = facts.now - (st.order >> 32) if st.order != _NEVER else 0.0
         if waited < cfg.policy.burst_after:
@@ -246,13 +326,42 @@ class Policy:
         parts_tail, pools, no_fit = fit
         if no_fit is not None:
             return Decision(job.job_id, False, no_fit, code="no_pool_fits")
-        if committed + nodes_wanted(job) > cfg.policy.max_cloud_nodes:
-            if self._limit_text[0] != committed:     # once the limit is hit, every later job says the same
-                self._limit_text = (committed, f"cloud node limit: {committed} of {cfg.policy.max_cloud_nodes} "
-                                               "in use or promised")
-            return Decision(job.job_id, False, self._limit_text[1], code="node_limit")
-        return Decision(job.job_id, True, "waited for room past burst_after", tuple(job.partitions) + parts_tail,
-                        pools, code="burst")
+        required = residency_features(job.features)
+        partitions = tuple(job.partitions) + parts_tail
+        if job.array_task is not None and job.array_job_id is not None:
+            return self._decide_tasks(job, cap, pools, required, partitions, eligible_tasks)
+        if not cap.fit(pools, required, job.node_count, 1):
+            return self._at_limit(job, cap)
+        cap.take(pools, required, job.node_count, 1)
+        return Decision(job.job_id, True, "waited for room past burst_after", partitions, pools, code="burst")
+
+    def _decide_tasks(self, job: Job, cap: _Capacity, pools: tuple[str, ...], required: frozenset[str],
+                      partitions: tuple[str, ...], eligible_tasks: dict[int, int]) -> Decision:
+        """A job array's pending record: burst as many of its tasks as the node limit and the array's
+        own throttle (%N) leave room for, first ids first; the rest wait for a later cycle (issue 11)."""
+        assert job.array_task is not None and job.array_job_id is not None
+        at_once = array_tasks_at_once(job.array_task)
+        room = at_once - eligible_tasks.get(job.array_job_id, 0)
+        if room <= 0:
+            return Decision(job.job_id, False, f"array throttle: {at_once} task(s) at once, all already eligible",
+                            code="array_throttle")
+        k = cap.fit(pools, required, job.node_count, room)
+        if not k:
+            return self._at_limit(job, cap)
+        ids = array_task_ids(job.array_task, k)
+        if not ids:
+            return Decision(job.job_id, False, f"array task list {job.array_task!r} unreadable", code="bad_array")
+        cap.take(pools, required, job.node_count, len(ids))
+        eligible_tasks[job.array_job_id] = eligible_tasks.get(job.array_job_id, 0) + len(ids)
+        ref = f"{job.array_job_id}_[{task_ranges(ids)}]"
+        note = "" if len(ids) == at_once else f" ({len(ids)} of {at_once} at once: cloud node limit)"
+        return Decision(job.job_id, True, f"waited for room past burst_after: tasks {ref}{note}", partitions,
+                        pools, code="burst", tasks=ref)
+
+    def _at_limit(self, job: Job, cap: _Capacity) -> Decision:
+        if self._limit_text[0] != cap.committed:     # once the limit is hit, every later job says the same
+            self._limit_text = (cap.committed, f"cloud node limit: {cap.committed} of {cap.limit} in use or promised")
+        return Decision(job.job_id, False, self._limit_text[1], code="node_limit")
 
     def _launchable(self, fit: int, facts: Facts) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
         """(burst partitions to add, pool names, or why no pool fits) for one fit combination, this cycle."""

@@ -66,7 +66,7 @@ gpus = "a100:4"
 instance_types = {{ local = "lab-a100x4"{ssh_type} }}
 [[pools]]
 name = "a100-eu"
-size = 2
+size = 4
 zone = "eu"
 cpus = 16
 memory_mb = 64000
@@ -139,7 +139,7 @@ def wait_until(what: str, predicate, timeout: float = 60, interval: float = 0.5,
     raise AssertionError(f"timed out after {timeout} s waiting for {what}{detail}")
 
 
-CLOUD_NODES = ["a100-de-0", "a100-de-1", "a100-eu-0", "a100-eu-1"]
+CLOUD_NODES = ["a100-de-0", "a100-de-1", "a100-eu-0", "a100-eu-1", "a100-eu-2", "a100-eu-3"]
 
 
 @pytest.fixture

@@ -154,6 +154,18 @@ def test_a_two_node_job_pays_both_nodes_and_shares_each_with_its_neighbours():
     assert job(a, "1").cloud_node_seconds == 2 * H
 
 
+def test_an_arrays_tasks_are_rows_by_job_and_one_summed_row_by_array():
+    # Tasks 7_0 and 7_1 share c1 (2 GPUs each) for an hour; 7_2 has c2 to itself; job 8 is no array.
+    intervals = [iv("i1", "c1", price=2.0, end=H), iv("i2", "c2", price=1.0, end=H), iv("i3", "c3", price=0.5, end=H)]
+    runs = [run("7_0", ("c1",), gpus=2), run("7_1", ("c1",), gpus=2), run("7_2", ("c2",)), run("8", ("c3",))]
+    a = attribute(intervals, runs, 0, H)
+    tasks = {r.key: r.spend for r in group(a, "job")}
+    assert tasks == {"7_0": d("1.00"), "7_1": d("1.00"), "7_2": d("1.00"), "8": d("0.50")}
+    arrays = {r.key: (r.spend, r.jobs) for r in group(a, "array")}
+    assert arrays == {"7": (d("3.00"), 3), "8": (d("0.50"), 1)}
+    assert_adds_up(a)
+
+
 def test_an_interval_no_job_used_is_overhead_of_its_pool_or_of_the_job_that_started_it():
     a = attribute([iv(price=1.0, end=H, pool="h100-fi")], [], 0, H)
     assert a.jobs == () and a.pool_overhead == {"h100-fi": d("1.00")}

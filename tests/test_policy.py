@@ -178,18 +178,76 @@ def test_array_records_count_their_tasks_up_to_the_throttle(spec, n):
     assert array_tasks_at_once(spec) == n
 
 
-def test_a_pending_array_counts_every_task_it_may_run_at_once_against_the_node_limit():
+def test_a_pending_array_bursts_as_many_tasks_as_the_node_limit_leaves_room_for():
     import dataclasses
 
-    # CFG allows 3 cloud nodes. A 40-task array of 1-node tasks would take 40; throttled to %2, two.
+    # CFG allows 3 cloud nodes. A 40-task array of 1-node tasks bursts its first three tasks, not all 40.
     sweep = dataclasses.replace(job(1), array_job_id=1, array_task="0-39")
-    assert one(sweep).code == "node_limit"
-    throttled = dataclasses.replace(job(1), array_job_id=1, array_task="0-39%2")
-    assert one(throttled).burst
-    # Already eligible arrays hold their tasks' nodes too: nothing else fits beside a %3 sweep.
+    d = one(sweep)
+    assert d.burst and d.tasks == "1_[0-2]" and "(3 of 40 at once: cloud node limit)" in d.reason
+    # With one node up and busy, two; with the limit reached, none, and the reason says why.
+    assert one(sweep, facts(active=1)).tasks == "1_[0-1]"
+    full = one(sweep, facts(active=3))
+    assert not full.burst and full.code == "node_limit" and "3 of 3" in full.reason
+    # The array's own throttle bounds it too, and so do its tasks already eligible.
+    throttled = dataclasses.replace(job(1), array_job_id=1, array_task="4-39:5%2")
+    assert one(throttled).tasks == "1_[4,9]"
+    split = dataclasses.replace(job(7, partitions=("gpu", "burst-a100-de")), array_job_id=1, array_task="0")
+    rest = dataclasses.replace(job(1), array_job_id=1, array_task="1-39%2")
+    ds = {x.job_id: x for x in decide(CFG, [split, rest], facts())}
+    assert ds[7].code == "already_eligible" and ds[1].tasks == "1_[1]"
+    at_throttle = dataclasses.replace(rest, array_task="1-39%1")
+    ds = {x.job_id: x for x in decide(CFG, [split, at_throttle], facts())}
+    assert ds[1].code == "array_throttle" and not ds[1].burst
+
+
+def test_tasks_already_eligible_hold_their_nodes_and_later_jobs_wait():
+    import dataclasses
+
     held = dataclasses.replace(job(2, partitions=("gpu", "burst-a100-de")), array_job_id=2, array_task="0-9%3")
     d = {x.job_id: x.code for x in decide(CFG, [held, job(3)], facts())}
     assert d == {2: "already_eligible", 3: "node_limit"}
+    # A task held back by its array's throttle takes no node.
+    waiting = dataclasses.replace(held, array_task="5", reason="JobArrayTaskLimit")
+    d = {x.job_id: x.code for x in decide(CFG, [waiting, job(3)], facts())}
+    assert d == {2: "already_eligible", 3: "burst"}
+
+
+def test_an_idle_up_cloud_node_takes_the_next_task_without_counting_as_a_launch():
+    import dataclasses
+
+    sweep = dataclasses.replace(job(1, features="res_de"), array_job_id=1, array_task="10-39")
+    idle_de = ("a100-de", frozenset({"a100", "res_de", "res_eu"}))
+    # Three nodes up, all idle: the limit is reached in instances, yet three tasks fit on them.
+    assert one(sweep, Facts(now=NOW, active_cloud_nodes=3, spend_month={}, blocked=lambda p, r: None,
+                            idle_cloud_nodes=(idle_de,) * 3)).tasks == "1_[10-12]"
+    # An idle node whose features do not carry the job's zone takes nothing (Slurm would not use it).
+    idle_nl = ("a100-de", frozenset({"a100", "res_nl", "res_eu"}))
+    d = one(sweep, Facts(now=NOW, active_cloud_nodes=3, spend_month={}, blocked=lambda p, r: None,
+                         idle_cloud_nodes=(idle_nl,) * 3))
+    assert d.code == "node_limit"
+    # Nor does an idle node of another pool, nor one for a multi-node job.
+    other = ("a100-eu", frozenset({"a100", "res_de"}))
+    assert one(sweep, Facts(now=NOW, active_cloud_nodes=3, spend_month={}, blocked=lambda p, r: None,
+                            idle_cloud_nodes=(other,))).code == "node_limit"
+    pair = job(4, nodes=2, features="res_de")
+    assert one(pair, Facts(now=NOW, active_cloud_nodes=2, spend_month={}, blocked=lambda p, r: None,
+                           idle_cloud_nodes=(idle_de,) * 2)).code == "node_limit"
+
+
+@pytest.mark.parametrize("spec,limit,ids,text", [
+    ("0-39", 3, [0, 1, 2], "0-2"),
+    ("3,5-7,20", 4, [3, 5, 6, 7], "3,5-7"),
+    ("0-99:10%4", 3, [0, 10, 20], "0,10,20"),
+    ("7", 5, [7], "7"),
+    ("x-3", 2, [], ""),
+    ("0-9:0", 2, [], ""),
+])
+def test_array_task_ids_and_ranges(spec, limit, ids, text):
+    from slurm_bridge.policy import array_task_ids, task_ranges
+
+    assert array_task_ids(spec, limit) == ids
+    assert task_ranges(ids) == text
 
 
 def test_a_job_slurm_expects_to_start_on_prem_before_a_cloud_node_boots_stays_home():

@@ -35,9 +35,10 @@ class SlurmBackend(Protocol):
     def partitions(self) -> dict[str, dict[str, str]]:
         """Partition name -> its `scontrol show partition` fields."""
 
-    def update_job(self, job_id: int, *, partitions: Sequence[str] | None = None,
+    def update_job(self, job_id: int | str, *, partitions: Sequence[str] | None = None,
                    features: str | None = None, admin_comment: str | None = None,
-                   start_now: bool = False) -> None: ...
+                   start_now: bool = False) -> None:
+        """JOB_ID is a job id, or some tasks of a job array as scontrol writes them ("7_[3-6]")."""
 
     def requeue(self, job_ids: Sequence[int]) -> None: ...
 

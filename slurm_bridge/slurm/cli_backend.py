@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from datetime import datetime
 from typing import Iterable, Sequence
@@ -21,6 +22,7 @@ from .pending import PendingParser
 
 # slurmctld starts our programs with no PATH; Debian puts the commands here.
 log = logging.getLogger(__name__)
+_TASKS_REF = re.compile(r"\d+_\[\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*\]")    # "7_[3-6,9]": some tasks of array 7
 _PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 
 
@@ -130,10 +132,12 @@ class CliSlurm:
 
     # -- writes ----------------------------------------------------------------------
 
-    def update_job(self, job_id: int, *, partitions: Sequence[str] | None = None,
+    def update_job(self, job_id: int | str, *, partitions: Sequence[str] | None = None,
                    features: str | None = None, admin_comment: str | None = None,
                    start_now: bool = False) -> None:
-        argv = ["scontrol", "update", f"jobid={int(job_id)}"]
+        if isinstance(job_id, str) and not _TASKS_REF.fullmatch(job_id):
+            raise SlurmError(f"not a job id or array tasks reference: {job_id!r}")
+        argv = ["scontrol", "update", f"jobid={job_id if isinstance(job_id, str) else int(job_id)}"]
         if partitions is not None:
             argv.append("partition=" + ",".join(partitions))
         if features is not None:
