@@ -243,7 +243,17 @@ class Engine:
     def facts(self, blocked: Callable[[str, str], str | None] | None = None) -> policy.Facts:
         return policy.Facts(now=EPOCH + self.now, active_cloud_nodes=self.fleet.active,
                             spend_month=self.fleet.spend_month(self.now, self._month_lo),
-                            blocked=blocked or self.fleet.blocked, book=self.book)
+                            blocked=blocked or self.fleet.blocked, book=self.book,
+                            expected_start=self.expected_starts)
+
+    def expected_starts(self, job_ids: Sequence[int]) -> dict[int, float]:
+        """Slurm's expected start, as far as the simulated scheduler knows one: the reservation of the
+        job first in line (backfill plans around it from the running jobs' estimates). Slurm's own
+        backfill estimates more jobs than that; here the others have none, and the rule passes them."""
+        found = self.onprem.expected_start(self.now)
+        if found is None or found[0] + 1 not in set(job_ids):
+            return {}
+        return {found[0] + 1: EPOCH + found[1]}
 
     def job(self, idx: int) -> Job:
         """The job as squeue would show it; the same object every cycle until it changes."""

@@ -242,6 +242,15 @@ class OnPrem:
         self._reservation = _Reservation(head, self._version, at, free, count)
         return self._reservation
 
+    def expected_start(self, now: float) -> tuple[int, float] | None:
+        """(job, when) for the job first in line, as Slurm's backfill estimates it from the running jobs'
+        time limits; None when nothing waits or it can never start here."""
+        head = self.head()
+        if head is None:
+            return None
+        at = self._reserve(now, head).at
+        return None if at == INF else (head, at)
+
     def _backfill(self, now: float, head: int, start: Start) -> None:
         r = self._reserve(now, head)
         while True:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 THRESHOLDS = (0, 600, 1800, 3600, 14400, 43200)
 STRATEGIES = ("onprem", "naive", *(f"threshold:{s}" for s in THRESHOLDS), "policy-home", "policy")
 # Refusals that can turn into a burst later; any other refusal is fixed for the job's life.
-_CHANGEABLE = ("node_limit", "over_budget", "no_pool_fits")
+_CHANGEABLE = ("node_limit", "over_budget", "no_pool_fits", "starts_soon")
 _FIRST_CHUNK, _LAST_CHUNK = 32, 4096
 
 Observer = Callable[["Engine", list[Job], Facts, list[Decision]], None]
@@ -210,6 +210,8 @@ class PolicyStrategy(Strategy):
             out.append("no_pool_fits")
         if relief.month:
             out.append("over_budget")
+        if self.refused["starts_soon"]:      # the estimate moves with every job that ends: look again
+            out.append("starts_soon")
         return out
 
     def _apply(self, sim: Engine, d: Decision) -> None:
