@@ -29,7 +29,18 @@ def _lab_options(args):
 def cmd_lab_up(args) -> int:
     from .lab.cluster import Lab
 
-    Lab(_lab_options(args)).up(progress=lambda m: print(f"lab: {m}", file=sys.stderr))
+    from .lab import sibling
+
+    lab = Lab(_lab_options(args))
+    progress = lambda m: print(f"lab: {m}", file=sys.stderr)     # noqa: E731
+    lab.up(progress=progress)
+    if args.sibling:
+        sibling.start(lab, args.sibling, progress=progress)
+        if args.federation:
+            sibling.federate(lab, args.federation, [lab.opts.cluster, args.sibling])
+            progress(f"federation {args.federation}: {lab.opts.cluster}, {args.sibling}")
+    elif args.federation:
+        raise SystemExit("slurm-bridge lab up: --federation needs --sibling (a federation of one is none)")
     return 0
 
 
@@ -357,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--config", metavar="BRIDGE_TOML", help="bridge config whose pools join the lab")
     up.add_argument("--ssh-hosts", type=int, metavar="N",
                     help="also run N hosts reachable only over SSH (10.199.0.50 and up) for an SSH host group")
+    up.add_argument("--sibling", metavar="NAME",
+                    help="also run a second cluster NAME (own slurmctld, one on-prem node) on the same slurmdbd")
+    up.add_argument("--federation", metavar="FED",
+                    help="join the lab's cluster and the --sibling one in the Slurm federation FED")
     up.set_defaults(func=cmd_lab_up)
     st = labsub.add_parser("status", help="show the lab's processes and hosts",
                            description="Show what the lab started and whether it still runs; exit 1 if any part is down.")

@@ -110,6 +110,13 @@ class Daemon:
             log.warning(kv(event="expected_start_unread", error=str(exc)))
             return {}
 
+    def _sibling_starts(self, job_ids) -> dict[int, tuple[str, float]]:
+        try:
+            return self.slurm.sibling_starts(job_ids)
+        except BridgeError as exc:     # outside a federation, or siblings unread: the other rules decide
+            log.warning(kv(event="sibling_start_unread", error=str(exc)))
+            return {}
+
     def _release_requeued(self, jobs, now: float) -> None:
         """A job the prolog gate requeued after a slurmctld restart (power.allocated_before_restart)
         waits out the requeue delay (BeginTime, about 2 min) while its nodes idle: start it now."""
@@ -166,7 +173,8 @@ class Daemon:
         # way): count whichever is larger, or one cycle's burst is promised the same room twice.
         facts = policy.Facts(now=now, active_cloud_nodes=max(sum(active.values()), up),
                              spend_month=self._spend_month(now), blocked=self._blocked, book=book,
-                             expected_start=self._expected_starts, idle_cloud_nodes=idle)
+                             expected_start=self._expected_starts, idle_cloud_nodes=idle,
+                             sibling_start=self._sibling_starts)
         # Jobs pending only in burst partitions come back as not_watched: counted as eligible, not logged.
         self._release_requeued(jobs, now)
         decisions = self.policy.decide(jobs, facts)

@@ -25,6 +25,7 @@ WAITING_FOR_ROOM = frozenset({"Resources", "Priority"})
 OPT_OUT_FEATURE = "onprem"
 _MAX_FITS = 10_000
 _NEVER = 1 << 96          # the order of a job with no submit time: last
+SIBLING_STALE_S = 60.0    # backfill refreshes its estimates every 30 s by default
 
 
 class Decision(NamedTuple):
@@ -52,6 +53,8 @@ class Facts:
     # Cloud nodes up, idle and holding no job: (pool name, active features) each. Slurm puts an eligible
     # job on such a node before it powers another one up, so the work it takes launches nothing.
     idle_cloud_nodes: Sequence[tuple[str, frozenset[str]]] = ()
+    # In a Slurm federation: (cluster, expected start) of each job's earliest sibling elsewhere.
+    sibling_start: Callable[[Sequence[int]], Mapping[int, tuple[str, float]]] | None = None
 
 
 def month_start(now: float) -> float:
@@ -290,6 +293,8 @@ class Policy:
             out.append(st.refused or self._decide_dynamic(st, facts, cap, fits, eligible_tasks))
         if facts.expected_start is not None:
             self._starting_soon(out, facts)
+        if facts.sibling_start is not None:
+            self._sibling_soon(out, facts)
         return out
 
     def _starting_soon(self, out: list[Decision], facts: Facts) -> None:
@@ -307,6 +312,25 @@ class Policy:
             if t - facts.now < boot:
                 out[i] = Decision(d.job_id, False, f"Slurm expects it to start on-prem in {t - facts.now:.0f}s, "
                                   f"sooner than a cloud node boots ({boot:.0f}s)", code="starts_soon")
+
+    def _sibling_soon(self, out: list[Decision], facts: Facts) -> None:
+        """A federated job whose sibling on another cluster is expected to start sooner than a cloud
+        node boots stays home: that cluster runs it and Slurm revokes this copy (issue 11). A sibling
+        estimate more than SIBLING_STALE_S old says nothing and is ignored."""
+        idx = [i for i, d in enumerate(out) if d.burst]
+        if not idx:
+            return
+        starts = facts.sibling_start([out[i].job_id for i in idx]) if facts.sibling_start else {}
+        for i in idx:
+            d, found = out[i], starts.get(out[i].job_id)
+            if found is None:
+                continue
+            cluster, t = found
+            boot = min(self._boot_s[p] for p in d.pools)
+            if facts.now - SIBLING_STALE_S <= t < facts.now + boot:
+                when = "now" if t <= facts.now else f"in {t - facts.now:.0f}s"
+                out[i] = Decision(d.job_id, False, f"its federation sibling on cluster {cluster} is expected to "
+                                  f"start {when}, sooner than a cloud node boots ({boot:.0f}s)", code="sibling_starts")
 
     def _decide_dynamic(self, st: _Static, facts: Facts, cap: _Capacity, fits: dict,
                          eligible_tasks: dict[int, int]) -> Decision:

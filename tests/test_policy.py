@@ -268,3 +268,26 @@ def test_a_job_slurm_expects_to_start_on_prem_before_a_cloud_node_boots_stays_ho
     assert ds[1].code == "starts_soon" and not ds[1].burst
     assert "start on-prem in 60s, sooner than a cloud node boots (120s)" in ds[1].reason
     assert ds[2].burst and ds[3].burst
+
+
+def test_a_federated_job_whose_sibling_starts_elsewhere_before_a_node_boots_stays_home():
+    import dataclasses
+
+    slow = dataclasses.replace(CFG, local_regions=tuple(dataclasses.replace(r, boot_seconds=120)
+                                                        for r in CFG.local_regions),
+                               policy=dataclasses.replace(CFG.policy, max_cloud_nodes=10))
+    asked = []
+
+    def siblings(ids):
+        asked.append(sorted(ids))
+        # 1: starts on cluster b in 30 s; 2: only in an hour; 3: could start now; 4: a stale estimate.
+        return {1: ("b", NOW + 30), 2: ("b", NOW + 3600), 3: ("c", NOW), 4: ("b", NOW - 600)}
+
+    ds = {d.job_id: d for d in decide(slow, [job(i, waited=900 + i) for i in (1, 2, 3, 4, 5)],
+                                      Facts(now=NOW, active_cloud_nodes=0, spend_month={},
+                                            blocked=lambda p, r: None, sibling_start=siblings))}
+    assert asked == [[1, 2, 3, 4, 5]]
+    assert ds[1].code == "sibling_starts" and not ds[1].burst
+    assert "sibling on cluster b is expected to start in 30s, sooner than a cloud node boots (120s)" in ds[1].reason
+    assert ds[3].code == "sibling_starts" and "start now" in ds[3].reason
+    assert ds[2].burst and ds[4].burst and ds[5].burst

@@ -104,3 +104,12 @@ def test_cli_backend_reads_pending_jobs_as_text_in_utc(caplog):
     jobs = slurm.pending_jobs(["gpu"])
     assert len(jobs) == 9 and slurm.calls[0][1] == "UTC"
     assert "skipped 1 line" in caplog.text
+
+
+def test_federation_siblings_and_a_sibling_clusters_estimates_are_read():
+    # What 22.05 printed on the lab: a federated job, one outside any federation, and -M's banner.
+    text = "67108879\tlab,sib\n67108878\tNA\n7_[0-3]\tlab,sib\n"
+    assert pending.parse_siblings(text) == {67108879: ("lab", "sib"), 7: ("lab", "sib")}
+    assert pending.start_argv([5], cluster="sib")[:3] == ["squeue", "--noheader", "--clusters=sib"]
+    starts = pending.parse_starts("CLUSTER: sib\n67108879\t2026-11-30T16:55:17\n")
+    assert list(starts) == [67108879]

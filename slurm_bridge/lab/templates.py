@@ -33,6 +33,7 @@ class LabLayout:
     cpus_per_node: int = 16
     memory_mb: int = 128000
     onprem_features: tuple[str, ...] = ()
+    munge_dir: Path | None = None     # a second cluster shares the first one's munged
 
     @property
     def etc(self) -> Path:
@@ -53,7 +54,7 @@ class LabLayout:
 
     @property
     def munge_socket(self) -> Path:
-        return self.dir / "munge" / "munge.socket.2"
+        return (self.munge_dir or self.dir / "munge") / "munge.socket.2"
 
     @property
     def mysql_socket(self) -> Path:

@@ -21,6 +21,9 @@ class SlurmBackend(Protocol):
     def expected_starts(self, job_ids: Sequence[int]) -> dict[int, float]:
         """Slurm's expected start (unix seconds) of pending jobs that have one."""
 
+    def sibling_starts(self, job_ids: Sequence[int]) -> dict[int, tuple[str, float]]:
+        """Federated jobs: (cluster, expected start) of the earliest sibling on another cluster."""
+
     def job(self, job_id: int) -> Job | None: ...
 
     def nodes(self, names: Iterable[str] | None = None) -> list[Node]:

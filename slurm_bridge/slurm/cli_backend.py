@@ -33,6 +33,7 @@ class CliSlurm:
         self.timeout = timeout
         self.bin_dir = bin_dir
         self._version: tuple[int, int, int] | None = None
+        self._cluster_name: str | None = None
         self._pending = PendingParser()
         self._nodes = NodeParser()
 
@@ -92,6 +93,38 @@ class CliSlurm:
         for i in range(0, len(ids), 500):        # keeps the command line short
             out.update(pending.parse_starts(self.run(pending.start_argv(ids[i:i + 500]), tz="UTC")))
         return out
+
+    def sibling_starts(self, job_ids: Sequence[int]) -> dict[int, tuple[str, float]]:
+        """For federated jobs: the earliest expected start of a sibling on another cluster, and where.
+        A sibling cluster that does not answer is logged and passed over."""
+        ids = sorted(set(job_ids))
+        if not ids:
+            return {}
+        viable = pending.parse_siblings(self.run(pending.siblings_argv(ids)))
+        if not viable:
+            return {}
+        local = self.cluster_name()
+        asked: dict[str, list[int]] = {}
+        for job, clusters in viable.items():
+            for cluster in clusters:
+                if cluster != local:
+                    asked.setdefault(cluster, []).append(job)
+        out: dict[int, tuple[str, float]] = {}
+        for cluster, jobs in sorted(asked.items()):
+            try:
+                starts = pending.parse_starts(self.run(pending.start_argv(jobs, cluster=cluster), tz="UTC"))
+            except SlurmError as exc:
+                log.warning("federation sibling %s did not answer: %s", cluster, exc)
+                continue
+            for job, at in starts.items():
+                if job not in out or at < out[job][1]:
+                    out[job] = (cluster, at)
+        return out
+
+    def cluster_name(self) -> str:
+        if self._cluster_name is None:
+            self._cluster_name = self.show_config().get("ClusterName", "")
+        return self._cluster_name
 
     def job(self, job_id: int) -> Job | None:
         return next((j for j in self.jobs() if j.job_id == job_id), None)

@@ -44,11 +44,29 @@ def argv(partitions: Iterable[str] | None) -> list[str]:
     return out
 
 
-def start_argv(job_ids) -> list[str]:
+def start_argv(job_ids, cluster: str | None = None) -> list[str]:
     """Slurm's expected start of some pending jobs (backfill's estimate): asked only for the few the
-    policy is about to burst, so the per-cycle line above stays free of fields that change."""
+    policy is about to burst, so the per-cycle line above stays free of fields that change. CLUSTER
+    asks another cluster of the federation about its sibling of each job (same job id)."""
+    return ["squeue", "--noheader", *((f"--clusters={cluster}",) if cluster else ()), "--states=PENDING",
+            "--jobs=" + ",".join(str(int(j)) for j in job_ids), "--Format=JobID:\t,StartTime:"]
+
+
+def siblings_argv(job_ids) -> list[str]:
+    """The clusters of a Slurm federation where each job may run (its viable siblings)."""
     return ["squeue", "--noheader", "--states=PENDING", "--jobs=" + ",".join(str(int(j)) for j in job_ids),
-            "--Format=JobID:\t,StartTime:"]
+            "--Format=JobID:\t,SiblingsViable:"]
+
+
+def parse_siblings(text: str) -> dict[int, tuple[str, ...]]:
+    """JobID -> viable sibling clusters; a job outside any federation ("NA") is left out."""
+    out: dict[int, tuple[str, ...]] = {}
+    for line in text.splitlines():
+        job, _, names = line.partition("\t")
+        head, names = job.strip().split("_", 1)[0], names.strip()
+        if head.isdigit() and names not in _NULL and names != "NA":
+            out[int(head)] = tuple(n for n in names.split(",") if n)
+    return out
 
 
 def parse_starts(text: str) -> dict[int, float]:
