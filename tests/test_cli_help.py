@@ -49,3 +49,44 @@ def test_every_command_is_in_the_readme():
     assert not missing, f"commands not documented in README.md: {', '.join(missing)}"
     for script in ("slurm-bridge-resume", "slurm-bridge-suspend", "slurm-bridge-resume-fail", "slurm-bridge-prolog"):
         assert script in readme, f"{script} is not documented in README.md"
+
+
+PROGRAMS = {
+    # console script -> (its main, what it must say about itself)
+    "slurm-bridge-resume": ("resume_main", "ResumeProgram"),
+    "slurm-bridge-suspend": ("suspend_main", "SuspendProgram"),
+    "slurm-bridge-resume-fail": ("resume_fail_main", "ResumeFailProgram"),
+    "slurm-bridge-prolog": ("prolog_main", "PrologSlurmctld"),
+}
+
+
+@pytest.mark.parametrize("script", sorted(PROGRAMS))
+def test_every_power_save_program_explains_itself(script, capsys):
+    # slurmctld runs these with a hostlist (the prolog with none); a person reading them gets --help.
+    # Each main first gives itself stdio and unblocks signals: harmless in-process.
+    from slurm_bridge import programs
+
+    entry, role = PROGRAMS[script]
+    with pytest.raises(SystemExit) as exc:
+        getattr(programs, entry)(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {script} "), out[:200]
+    assert role in out, f"{script} --help does not say it is the {role}"
+    options = out.split("options:", 1)[1]
+    assert "--config" in options and "bridge config" in options, f"{script} --config has no help"
+    if script != "slurm-bridge-prolog":
+        assert "hostlist" in out and "Slurm hostlist expression" in out, f"{script}: hostlist has no help"
+
+
+def test_console_scripts_are_the_pyproject_ones():
+    import tomllib
+
+    from conftest import REPO
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"slurm-bridge", *PROGRAMS}, "a console script was added: give it a help test here"
+    from slurm_bridge import programs
+
+    for script, (entry, _) in PROGRAMS.items():
+        assert scripts[script] == f"slurm_bridge.programs:{entry}" and callable(getattr(programs, entry))
