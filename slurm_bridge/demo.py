@@ -12,7 +12,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from . import tables
+from . import costreport, tables
+from .accounting import ingest
 from .config import load_config
 from .lab.cluster import Lab, LabOptions
 from .providers.local import LocalProvider
@@ -98,6 +99,14 @@ def run(opts: LabOptions, config: Path | None = None) -> int:
     states = sorted({f"{'idle~' if n.powered_down else n.state.lower()}" for n in nodes})
     say(f"every cloud node is back in its pool ({', '.join(states)}); no instance is left running")
     say("the medical job stayed in lab-de (zone de) though lab-nl is cheaper; EU jobs went to lab-nl")
+    say(f"what each job cost, from sacct and the ledger: slurm-bridge cost report --config {config} --ingest --by job")
+    ingest(db, slurm)
+    now = time.time()
+    print()
+    print(costreport.render_table(costreport.report(cfg, db, since.timestamp(), now, "job", now)))
+    print()
+    say("finance reads the same with --by account|user|partition|pool|region|array, "
+        "--format csv|json|html, and `slurm-bridge cost breakeven`")
     say(f"the lab stays up: SLURM_CONF={lab.layout.slurm_conf}; stop it with `slurm-bridge lab down`")
     return 0
 

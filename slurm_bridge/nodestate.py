@@ -17,7 +17,8 @@ REASON_PREFIX = "slurm-bridge:"
 
 
 def _shape_features(pool: PoolConfig) -> list[str]:
-    return ["cloud", pool.name] + ([pool.gpu_type] if pool.gpu_type else []) + list(pool.features)
+    # A pool's own `features` may repeat its GPU type: Slurm would list it twice.
+    return list(dict.fromkeys(["cloud", pool.name] + ([pool.gpu_type] if pool.gpu_type else []) + list(pool.features)))
 
 
 def pool_features(cfg: Config, pool: PoolConfig, book: PriceBook | None = None) -> list[str]:

@@ -122,4 +122,5 @@ def test_a_40_task_array_never_has_more_than_four_cloud_nodes_up_and_its_cost_su
     row = by_array[str(array)]
     assert row["jobs"] == TASKS
     assert Decimal(str(row["spend_usd"])) == sum(Decimal(str(r["spend_usd"])) for r in tasks.values())
-    assert abs(row["cloud_gpu_hours"] - sum(r["cloud_gpu_hours"] for r in tasks.values())) < 0.01
+    # GPU-hours are rounded to 3 places per row: forty rows may each be half a unit off.
+    assert abs(row["cloud_gpu_hours"] - sum(r["cloud_gpu_hours"] for r in tasks.values())) <= TASKS * 0.0005 + 1e-9
