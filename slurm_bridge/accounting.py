@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Mapping
 from datetime import datetime, timezone
 
 from . import costs, job_runs
@@ -114,13 +115,27 @@ def budgets(cfg: Config, db: StateDB, now: float) -> list[dict]:
     """Each account with a budget: this month's spend (the ledger, as the daemon's policy reads it)."""
     from .policy import month_start   # the same month the policy uses
 
-    spent = db.spend_by_account(month_start(now), now)
-    out = []
-    for name, account in sorted(cfg.accounts.items()):
-        if account.budget_usd_month is None:
+    return budget_rows(cfg, db.spend_by_account(month_start(now), now))
+
+
+def budget_rows(cfg: Config, spent: Mapping[str, float], *, unbudgeted: bool = False) -> list[dict]:
+    """One row per account against its budget, as the policy applies it: an account not in the config
+    has `[accounts.default]`'s budget to itself (`from_default`), so it gets its own row once it spends.
+    While none has, `default` stands for them. UNBUDGETED adds accounts with spend but no budget."""
+    names = sorted((set(cfg.accounts) - {"default"}) | {n for n in spent if n})
+    rows = []
+    for name in names:
+        budget, usd = cfg.account(name).budget_usd_month, spent.get(name, 0.0)
+        if budget is None and not (unbudgeted and usd):
             continue
-        usd = spent.get(name, 0.0)
-        out.append({"account": name, "budget_usd_month": account.budget_usd_month, "spent_usd": round(usd, 2),
-                    "left_usd": round(account.budget_usd_month - usd, 2),
-                    "over": usd >= account.budget_usd_month})
-    return out
+        rows.append(_budget_row(name, budget, usd, name not in cfg.accounts))
+    default = cfg.accounts.get("default")
+    if default is not None and default.budget_usd_month is not None and not any(r["from_default"] for r in rows):
+        rows.append(_budget_row("default", default.budget_usd_month, spent.get("default", 0.0), True))
+    return rows
+
+
+def _budget_row(name: str, budget: float | None, usd: float, from_default: bool) -> dict:
+    return {"account": name, "budget_usd_month": budget, "spent_usd": round(usd, 2),
+            "left_usd": None if budget is None else round(budget - usd, 2),
+            "over": budget is not None and usd >= budget, "from_default": from_default}

@@ -257,7 +257,7 @@ def cmd_daemon(args) -> int:
 def cmd_status(args) -> int:
     import time
 
-    from . import policy, tables
+    from . import accounting, policy, tables
     from .daemon import read_status
     from .errors import BridgeError
     from .metrics import node_state_label
@@ -287,9 +287,8 @@ def cmd_status(args) -> int:
     out["blocked"] = [{"provider": b.provider, "region": b.region, "zone": b.zone, "scope": b.scope,
                        "kind": b.kind, "reason": b.reason, "until": b.until} for b in db.active_blocks()]
     spend = db.spend_by_account(policy.month_start(now), now)
-    out["budgets"] = [{"account": name, "budget_usd_month": a.budget_usd_month, "spent_usd_month": round(spend.get(name, 0.0), 2),
-                       "over": a.budget_usd_month is not None and spend.get(name, 0.0) >= a.budget_usd_month}
-                      for name, a in sorted(cfg.accounts.items()) if a.budget_usd_month is not None or name in spend]
+    out["budgets"] = [{**b, "spent_usd_month": b["spent_usd"]}
+                      for b in accounting.budget_rows(cfg, spend, unbudgeted=True)]
     out["daemon"] = read_status(cfg.cluster.state_dir)
     out["slurm_error"] = slurm_error
     if args.json:
@@ -311,7 +310,8 @@ def cmd_status(args) -> int:
     if out["budgets"]:
         print("\nSpend this month:")
         print(tables.render(["account", "spent USD", "budget USD", ""],
-                            [[b["account"], f"{b['spent_usd_month']:.2f}",
+                            [[b["account"] + (" (default budget)" if b["from_default"] and b["account"] != "default"
+                                              else ""), f"{b['spent_usd_month']:.2f}",
                               "-" if b["budget_usd_month"] is None else f"{b['budget_usd_month']:.2f}",
                               "OVER BUDGET: jobs stay on-prem" if b["over"] else ""] for b in out["budgets"]],
                             right=(1, 2)))
