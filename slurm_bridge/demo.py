@@ -15,6 +15,7 @@ from pathlib import Path
 from . import costreport, tables
 from .accounting import ingest
 from .config import load_config
+from .errors import ConfigError
 from .lab.cluster import Lab, LabOptions
 from .providers.local import LocalProvider
 from .slurm import CliSlurm
@@ -44,6 +45,10 @@ def wait(what: str, predicate, timeout: float) -> None:
 
 def run(opts: LabOptions, config: Path | None = None) -> int:
     config = (config or opts.bridge_config or DEFAULT_CONFIG).resolve()
+    if not config.exists():
+        # An installed wheel has no slurm_conf/: the demo's config comes with the source tree.
+        raise ConfigError(f"{config}: no such file; the demo runs from a source checkout (make demo), "
+                          "or give it a lab config with --config")
     cfg = load_config(config)
     opts.bridge_config = config
     lab = Lab(opts)
