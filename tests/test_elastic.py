@@ -101,7 +101,7 @@ def test_conf_check_passes_on_the_lab_and_names_a_mismatch(lab, bridge_config, t
     cli = str(Path(sys.executable).parent / "slurm-bridge")
     ok = subprocess.run([cli, "conf", "check", "--config", str(bridge_config)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "matches the running Slurm (2 pool(s), 4 cloud node(s))" in ok.stdout
+    assert "matches the running Slurm (2 pool(s), 6 cloud node(s))" in ok.stdout
     other = tmp_path / "other.toml"
     other.write_text(bridge_config_text(LAB_DIR).replace("suspend_time = 10", "suspend_time = 30"))
     bad = subprocess.run([cli, "conf", "check", "--config", str(other)], capture_output=True, text=True)

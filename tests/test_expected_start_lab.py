@@ -33,6 +33,10 @@ def test_a_job_expected_to_start_on_prem_within_the_boot_time_stays_home(lab, sl
             return starts.get(waiting)
         start = wait_until("backfill's estimate", estimated, timeout=60, interval=1, lab=lab)
         assert start - time.time() <= 90          # within the blockers' one-minute limit
+        # Backfill may estimate a job before the main scheduler has given it a reason (it shows None);
+        # the daemon looks only at jobs that wait for room, as it would on its next cycle.
+        wait_until("Slurm's reason", lambda: job_record(lab, waiting)["Reason"] in ("Resources", "Priority"),
+                   timeout=60, interval=1, lab=lab)
         done = subprocess.run([str(BIN / "slurm-bridge"), "daemon", "--once", "--config", str(config)],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
