@@ -10,7 +10,8 @@ instance: slurm-bridge:cluster and slurm-bridge:node) in every region of the bri
     after the resume request: DESIGN.md part B);
   - when that instance is terminated (or gone): stops slurmd and everything it started, drops the
     address, and waits for the next one.
-Needs CAP_NET_ADMIN (the address) and CAP_SYS_ADMIN (the time namespace).
+Needs CAP_NET_ADMIN (the address), CAP_SYS_ADMIN and CAP_SYS_TIME (the time namespace and its offset;
+slurmd itself runs without CAP_SYS_TIME).
 
 Usage: cloud_node.py NODE        (environment: DEMO_BRIDGE_TOML, default /demo/bridge.toml)
 """
@@ -99,7 +100,9 @@ class Node:
         SPOOL.mkdir(parents=True, exist_ok=True)
         uptime = float(Path("/proc/uptime").read_text().split()[0])
         # A new time namespace whose CLOCK_BOOTTIME reads ~0 now: slurmd reports a boot time of now.
+        # Setting the offset takes CAP_SYS_TIME; slurmd runs without it (it could set the host's clock).
         self.slurmd = subprocess.Popen(["unshare", "--time", "--fork", f"--boottime=-{int(uptime)}",
+                                        "setpriv", "--bounding-set=-sys_time", "--",
                                         "slurmd", "-D", "-N", self.node], start_new_session=True)
         self.instance = inst
 

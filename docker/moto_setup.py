@@ -3,19 +3,19 @@
 Started by `entrypoint moto` in the "moto" service. For every region of [providers.aws] in the demo's
 bridge.toml: an AMI, a subnet of its own address range inside 172.31.0.0/16 (compose.yaml's network,
 so an instance's private address is reachable from slurmctld) and the launch template the config
-names. moto's ids are random, so the server is seeded first and the ids come out the same every
-time; they must be the ones bridge.toml lists under `subnets`, and this program stops with the right
-ones if they are not (for instance after a moto upgrade).
-
-No shell: moto's server runs as a child process; SIGTERM stops it.
+names. moto's ids are random, so moto is seeded first and the ids come out the same every time; they
+must be the ones bridge.toml lists under `subnets`, and this program stops with the right ones if they
+are not (for instance after a moto upgrade). Any other request would draw from the same random
+numbers (the cloud containers poll at once), so the setup talks to a server on 127.0.0.1 and the one
+the cluster reaches starts only afterwards; both serve the one moto state of this process.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
+import threading
 import time
 import tomllib
 import urllib.request
@@ -34,18 +34,6 @@ SUBNET_BASE = 64
 
 def subnet_cidr(index: int) -> str:
     return f"172.31.{SUBNET_BASE + index}.0/24"
-
-
-def wait_up(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"moto_setup: moto's server did not start (exit {proc.poll()})")
-            time.sleep(0.2)
 
 
 def prepare(url: str, aws: dict) -> dict[str, str]:
@@ -69,21 +57,28 @@ def prepare(url: str, aws: dict) -> dict[str, str]:
 
 
 def main() -> int:
+    os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"   # read by moto at import
+    from moto.server import ThreadedMotoServer
+
     aws = tomllib.loads(BRIDGE_TOML.read_text())["providers"]["aws"]
-    env = {**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(PORT)], env=env)
-    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-    url = f"http://127.0.0.1:{PORT}"
-    wait_up(url, proc)
-    made = prepare(url, aws)
+    private = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    private.start()
+    host, port = private.get_host_and_port()
+    made = prepare(f"http://{host}:{port}", aws)
+    private.stop()
     wanted = {r: list(v) for r, v in aws.get("subnets", {}).items()}
     if wanted != {r: [s] for r, s in made.items()}:
-        proc.terminate()
-        proc.wait()
         lines = ", ".join(f'"{r}" = ["{s}"]' for r, s in made.items())
         sys.exit(f"moto_setup: {BRIDGE_TOML} [providers.aws] subnets must be {{ {lines} }}")
-    print("moto_setup: ready", flush=True)
-    return proc.wait()
+    server = ThreadedMotoServer(ip_address=HOST, port=PORT, verbose=True)
+    server.start()
+    print(f"moto_setup: ready on {HOST}:{PORT}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    return 0
 
 
 if __name__ == "__main__":
