@@ -28,6 +28,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 TAG_CLUSTER, TAG_NODE = "slurm-bridge:cluster", "slurm-bridge:node"   # slurm_bridge/providers/aws.py
 LIVE = ("pending", "running")
 POLL_S = 1.0
@@ -160,7 +162,7 @@ def main(node: str) -> int:
     while not stop:
         try:
             inst = find_instance(clients, cluster, node)
-        except Exception as exc:   # moto not up yet, or restarting: keep what runs, look again
+        except (BotoCoreError, ClientError) as exc:   # moto not up yet, or restarting: keep what runs, look again
             log(f"cannot ask moto: {exc}")
             time.sleep(5)
             continue

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import tomllib
 import urllib.request
 from pathlib import Path
