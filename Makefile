@@ -8,7 +8,7 @@ DEBS   := slurmctld slurmd slurm-client slurmdbd munge mariadb-server mariadb-cl
           iproute2 util-linux python3-venv lua5.3 systemd chromium
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo soak deps debs venv clean
+.PHONY: test demo soak deps debs venv clean image-check image-debs
 
 test: deps
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
@@ -22,6 +22,24 @@ soak: deps
 	  $(VENV)/bin/python -m pytest -q -s tests/test_cloud_faults.py tests/test_crash_points.py
 
 deps: debs venv
+
+# docker/ without a Docker engine (docker/README.md): a Debian base by debootstrap, the image by buildah,
+# its selftest and one burst through the compose demo under podman. Everything lands in IMAGE_WORK.
+IMAGE_WORK ?= /var/tmp/slurm-bridge-image
+IMAGE_DEBS := debootstrap buildah podman runc catatonit
+
+image-debs:
+	@missing=$$(for p in $(IMAGE_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@test -x $(IMAGE_WORK)/pc/bin/podman-compose || { mkdir -p $(IMAGE_WORK) && $(PYTHON) -m venv $(IMAGE_WORK)/pc && \
+	  $(IMAGE_WORK)/pc/bin/pip install -q 'podman-compose>=1.0.6'; }
+
+image-check: deps image-debs
+	$(VENV)/bin/python docker/check --work $(IMAGE_WORK) --build --rebuild-base
+	$(VENV)/bin/python docker/check --work $(IMAGE_WORK) --demo --podman-compose $(IMAGE_WORK)/pc/bin/podman-compose
 
 # Installs only what is missing, so a prepared machine pays nothing.
 debs:
