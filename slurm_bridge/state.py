@@ -114,6 +114,12 @@ def _create_private(path: Path) -> None:
         return
     try:
         os.fchmod(fd, 0o600)
+        # root (an admin's `slurm-bridge status`) must not leave a DB that the programs, which run as
+        # SlurmUser, cannot write: the new file takes the state dir's owner. SQLite itself gives the
+        # -wal and -shm files the database file's owner when it runs as root.
+        parent = os.stat(path.parent)
+        if os.geteuid() == 0 and parent.st_uid != 0:
+            os.fchown(fd, parent.st_uid, parent.st_gid)
     finally:
         os.close(fd)
 

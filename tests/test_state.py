@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import sqlite3
 import stat
 from pathlib import Path
@@ -149,6 +150,38 @@ def test_dir_is_0700_and_files_0600_whatever_the_umask(tmp_path: Path):
         assert mode(tmp_path / "deep" / "state" / "state.db") == 0o600
     finally:
         os.umask(old)
+
+
+def test_a_db_that_root_creates_in_slurms_state_dir_belongs_to_slurm():
+    """An admin's first `slurm-bridge status` as root must not lock the programs (SlurmUser) out."""
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+
+    slurm = pwd.getpwnam("slurm")       # Debian's slurm-wlm makes this user; the tests run as root
+    top = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="sb-owner-"))   # pytest's tmp is root's alone
+    try:
+        os.chmod(top, 0o755)
+        state = top / "state"
+        state.mkdir(mode=0o700)
+        os.chown(state, slurm.pw_uid, slurm.pw_gid)
+        with StateDB.open(state) as sdb:
+            sdb.add_request("resume", "gpu-1", ["gpu-1"], None)
+            owners = {p.name: p.stat().st_uid for p in state.iterdir()}
+            assert {"state.db", "state.db-wal", "state.db-shm"} <= set(owners)
+            assert set(owners.values()) == {slurm.pw_uid}, owners
+            # While root holds it open, a process running as slurm writes to it (Debian's own python3 and
+            # sqlite3: the venv's interpreter may live where slurm cannot read).
+            code = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                    "c.execute('PRAGMA busy_timeout = 5000'); "
+                    "c.execute('CREATE TABLE probe (x)'); c.execute('INSERT INTO probe VALUES (1)')")
+            done = subprocess.run(["setpriv", f"--reuid={slurm.pw_uid}", f"--regid={slurm.pw_gid}", "--clear-groups",
+                                   "/usr/bin/python3", "-c", code, str(state / "state.db")],
+                                  capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+    finally:
+        shutil.rmtree(top)
 
 
 # --- requests ----------------------------------------------------------------
