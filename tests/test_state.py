@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 import sqlite3
 import stat
 from pathlib import Path
