@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Start the lab (if needed), run GPU jobs as a researcher would, "
                                       "and print what happened.")
     demo.add_argument("--dir", default=str(DEFAULT_DIR), help="the lab's directory (default %(default)s)")
-    demo.add_argument("--config", help="bridge config for the lab (default slurm_conf/lab-bridge.toml)")
+    demo.add_argument("--config", help="bridge config for the lab (default: the lab-bridge.toml installed with slurm_bridge.lab)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,6 +1,6 @@
 """`slurm-bridge demo`: the lab, GPU jobs bursting into the cheapest allowed region, and back.
 
-Uses slurm_conf/lab-bridge.toml (or --config): two local regions, lab-de and
+Uses slurm_bridge/lab/lab-bridge.toml (or --config): two local regions, lab-de and
 the cheaper lab-nl, and two pools, zone `de` and zone `eu`.
 """
 
@@ -15,13 +15,12 @@ from pathlib import Path
 from . import costreport, tables
 from .accounting import ingest
 from .config import load_config
-from .errors import ConfigError
 from .lab.cluster import Lab, LabOptions
 from .providers.local import LocalProvider
 from .slurm import CliSlurm
 from .state import StateDB
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "slurm_conf" / "lab-bridge.toml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "lab" / "lab-bridge.toml"   # package data
 
 
 def say(msg: str) -> None:
@@ -45,10 +44,6 @@ def wait(what: str, predicate, timeout: float) -> None:
 
 def run(opts: LabOptions, config: Path | None = None) -> int:
     config = (config or opts.bridge_config or DEFAULT_CONFIG).resolve()
-    if not config.exists():
-        # An installed wheel has no slurm_conf/: the demo's config comes with the source tree.
-        raise ConfigError(f"{config}: no such file; the demo runs from a source checkout (make demo), "
-                          "or give it a lab config with --config")
     cfg = load_config(config)
     opts.bridge_config = config
     lab = Lab(opts)

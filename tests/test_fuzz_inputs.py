@@ -24,7 +24,7 @@ from slurm_bridge.config import Config, ConfigProblems, parse_config
 from slurm_bridge.prices import PriceTableError, read_table
 from slurm_bridge.slurm.parse import accounting_from_sacct
 
-DEMO = tomllib.loads((REPO / "slurm_conf" / "lab-bridge.toml").read_text())
+DEMO = tomllib.loads((REPO / "slurm_bridge" / "lab" / "lab-bridge.toml").read_text())
 SACCT = json.loads((FIXTURES / "slurm-22.05.8" / "sacct_all.json").read_text())
 # "<source>: key.path: reason", every one; a key with odd characters is quoted as JSON in the path.
 PROBLEM = re.compile(r'<config>: (?:[^:"]|"(?:[^"\\]|\\.)*")+: .+')

@@ -401,7 +401,7 @@ def test_the_daemon_backs_the_state_db_up_beside_itself(tmp_path: Path):
 
     from slurm_bridge.daemon import Daemon
 
-    text = edit((REPO / "slurm_conf" / "lab-bridge.toml").read_text(),
+    text = edit((REPO / "slurm_bridge" / "lab" / "lab-bridge.toml").read_text(),
                 'state_dir = "/var/tmp/slurm-bridge-lab/bridge"', f'state_dir = "{tmp_path / "bridge"}"')
     _, path = write_config(tmp_path, text)
     daemon = Daemon(str(path), slurm=RecordingSlurm(), providers={})

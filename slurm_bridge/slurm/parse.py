@@ -49,7 +49,10 @@ def _time(value: Any) -> datetime | None:
     n = _num(value)
     if not n or n <= 0:
         return None
-    return datetime.fromtimestamp(n, tz=timezone.utc)
+    try:
+        return datetime.fromtimestamp(n, tz=timezone.utc)
+    except (OverflowError, OSError) as exc:      # past what the platform's time_t or datetime holds
+        raise ValueError(f"time {n} out of range") from exc
 
 
 def _text(value: Any) -> str:
