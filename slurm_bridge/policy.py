@@ -10,6 +10,7 @@ decision log can say why.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain, islice
 from operator import attrgetter
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
@@ -82,16 +83,29 @@ def shape_problem(pool: PoolConfig, job: Job) -> str | None:
     return None
 
 
-def array_tasks_at_once(spec: str) -> int:
-    """Tasks of "0-99:2,200%8" that may run at once (the % throttle, else all of them); 1 if unreadable."""
-    ranges, _, throttle = spec.partition("%")
-    count = 0
+def _task_ranges(spec: str) -> list[range] | None:
+    """The task ranges of "0-99:2,200%8" (the % throttle left aside); None if unreadable."""
+    out = []
     try:
-        for part in ranges.split(","):
+        for part in spec.partition("%")[0].split(","):
             bounds, _, step = part.partition(":")
             first, _, last = bounds.partition("-")
-            lo, hi = int(first), int(last or first)
-            count += (hi - lo) // int(step or 1) + 1 if hi >= lo else 0
+            lo, hi, by = int(first), int(last or first), int(step or 1)
+            if by < 1:
+                return None
+            out.append(range(lo, hi + 1, by))
+    except ValueError:
+        return None
+    return out
+
+
+def array_tasks_at_once(spec: str) -> int:
+    """Tasks of "0-99:2,200%8" that may run at once (the % throttle, else all of them); 1 if unreadable."""
+    ranges, throttle = _task_ranges(spec), spec.partition("%")[2]
+    if ranges is None:
+        return 1
+    count = sum(len(r) for r in ranges)
+    try:
         limit = int(throttle) if throttle else count
     except ValueError:
         return 1
@@ -100,21 +114,8 @@ def array_tasks_at_once(spec: str) -> int:
 
 def array_task_ids(spec: str, limit: int) -> list[int]:
     """The first LIMIT task ids of "0-99:2,200%8", in order; [] if unreadable."""
-    out: list[int] = []
-    try:
-        for part in spec.partition("%")[0].split(","):
-            bounds, _, step = part.partition(":")
-            first, _, last = bounds.partition("-")
-            lo, hi, by = int(first), int(last or first), int(step or 1)
-            if by < 1:
-                return []
-            for t in range(lo, hi + 1, by):
-                if len(out) >= limit:
-                    return out
-                out.append(t)
-    except ValueError:
-        return []
-    return out
+    ranges = _task_ranges(spec)
+    return [] if ranges is None else list(islice(chain.from_iterable(ranges), max(limit, 0)))
 
 
 def task_ranges(ids: Sequence[int]) -> str:

@@ -171,7 +171,7 @@ def test_a_job_shorter_than_a_few_boot_times_stays_home():
 
 
 @pytest.mark.parametrize("spec,n", [("0-39", 40), ("0-39%4", 4), ("2-3", 2), ("0-9:2", 5), ("1,5,7-9", 5),
-                                    ("0-499%8", 8), ("7", 1), ("junk", 1)])
+                                    ("0-499%8", 8), ("7", 1), ("junk", 1), ("0-9:0", 1), ("0-9%x", 1)])
 def test_array_records_count_their_tasks_up_to_the_throttle(spec, n):
     from slurm_bridge.policy import array_tasks_at_once
 
