@@ -22,9 +22,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Mapping
 
-from . import policy, sdnotify
+from . import crashpoints, policy, sdnotify
+from .pool_guard import PoolGuard
 from .config import Config, load_config
 from .errors import BridgeError
+from .logfmt import kv
 from .prices import book_for
 from .providers.base import Provider
 from .providers.registry import build
@@ -41,12 +43,6 @@ class AlreadyRunning(BridgeError):
     pass
 
 
-def kv(**fields) -> str:
-    """key=value pairs, values quoted when they hold spaces: one grep-able line per event."""
-    return " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and (' ' in v or not v) else v}"
-                    for k, v in fields.items())
-
-
 class Daemon:
     def __init__(self, config_path: str | None, *, metrics_addr: str | None = None, metrics_port: int | None = None,
                  slurm: SlurmBackend | None = None, providers: Mapping[str, Provider] | None = None):
@@ -58,7 +54,7 @@ class Daemon:
         self.metrics_addr, self.metrics_port = metrics_addr or "127.0.0.1", metrics_port
         self.metrics = None
         self._last_reason: dict[int, str] = {}
-        self._closed_partitions: set[str] = set()
+        self._guard = PoolGuard()
         self._stop = threading.Event()
         self._lock_fd: int | None = None
         self._status: dict = {"started_at": time.time(), "pid": os.getpid()}
@@ -184,6 +180,7 @@ class Daemon:
                 continue
             if d.burst:
                 try:
+                    crashpoints.point("daemon: before making a job eligible")
                     self.slurm.update_job(d.tasks or d.job_id, partitions=d.partitions)
                 except BridgeError as exc:   # it may have started or ended meanwhile
                     log.warning(kv(event="burst_failed", job=d.job_id, error=str(exc)))
@@ -270,24 +267,8 @@ class Daemon:
             self._failed_seen = row.id
 
     def _guard_pools(self, book) -> None:
-        """A pool with no launchable region takes no jobs: otherwise Slurm resumes its nodes, every
-        launch fails, the jobs are requeued and placed again, in a loop (slurm-gcp's users know it)."""
-        from . import selector
-
-        for pool in self.cfg.pools:
-            open_regions = selector.rank(self.cfg, pool, None, self._blocked, book)[0]
-            closed = pool.partition in self._closed_partitions
-            try:
-                if not open_regions and not closed:
-                    self.slurm.update_partition(pool.partition, state="DOWN")
-                    self._closed_partitions.add(pool.partition)
-                    log.warning(kv(event="pool_closed", pool=pool.name, reason="no launchable region"))
-                elif open_regions and closed:
-                    self.slurm.update_partition(pool.partition, state="UP")
-                    self._closed_partitions.discard(pool.partition)
-                    log.info(kv(event="pool_opened", pool=pool.name, regions=len(open_regions)))
-            except BridgeError as exc:
-                log.error(kv(event="pool_state_failed", pool=pool.name, error=str(exc)))
+        """A pool with no launchable region takes no jobs (pool_guard.py says why and how)."""
+        self._guard.check(self.cfg, self.db, self.slurm, self._blocked, book, kv)
 
     def reconcile_once(self):
         from .reconcile import reconcile

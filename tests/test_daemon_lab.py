@@ -117,3 +117,41 @@ def test_sighup_with_a_bad_config_keeps_the_old_one(lab, daemon):
     daemon.config.write_text(good)
     os.kill(daemon.pid, signal.SIGHUP)
     wait_until("reloaded", lambda: "event=reloaded" in daemon.log_path.read_text(), timeout=30)
+
+
+def start_daemon(config: Path, log_path: Path) -> subprocess.Popen:
+    with open(log_path, "w") as log:
+        return subprocess.Popen([str(BIN / "slurm-bridge"), "daemon", "--config", str(config)],
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_a_pool_with_no_region_is_closed_and_a_restarted_daemon_opens_it(lab, slurm, cloud, bridge_config,
+                                                                         tmp_path):
+    """Pool a100-de launches only in lab-de: with lab-de blocked its burst partition goes DOWN, so no
+    job is placed on nodes that cannot start. The daemon is killed while it is closed; the one started
+    after the block ends must open it (the closure is in the state DB, not in the dead daemon)."""
+    config = daemon_config(tmp_path)
+    with db(bridge_config) as state:
+        state.block(provider="local", scope="region", region="lab-de", kind="capacity",
+                    reason="test: lab-de has nothing", seconds=15)
+    blocked_until = time.time() + 15
+    first = start_daemon(config, tmp_path / "first.log")
+    try:
+        wait_until("burst-a100-de closed", lambda: slurm.partitions()["burst-a100-de"]["State"] == "DOWN",
+                   timeout=30, lab=lab)
+        assert slurm.partitions()["burst-a100-eu"]["State"] == "UP", "lab-nl still takes a100-eu"
+        assert "event=pool_closed partition=burst-a100-de pool=a100-de" in (tmp_path / "first.log").read_text()
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    time.sleep(max(0.0, blocked_until - time.time()))
+    second = start_daemon(config, tmp_path / "second.log")
+    try:
+        wait_until("burst-a100-de open again", lambda: slurm.partitions()["burst-a100-de"]["State"] == "UP",
+                   timeout=30, lab=lab)
+        assert "event=pool_opened partition=burst-a100-de" in (tmp_path / "second.log").read_text()
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+        if slurm.partitions()["burst-a100-de"]["State"] != "UP":     # leave the lab as found
+            slurm.update_partition("burst-a100-de", state="UP")
