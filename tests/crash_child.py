@@ -1,11 +1,12 @@
 """One phase of the bridge's work in a process of its own, for test_crash_points.py to kill.
 
-    python tests/crash_child.py resume|suspend|resume-fail|reconcile WORKDIR
+    python tests/crash_child.py resume|suspend|resume-fail|reconcile|daemon WORKDIR
 
 The config is WORKDIR/bridge.toml (AWS against the test's moto server), the state DB lives in
 WORKDIR/state, and Slurm's node table is WORKDIR/slurm.json: a double, saved after every update so
 what the killed process told "Slurm" survives it (the crash test needs hundreds of kills; the lab's
-slurmctld is exercised by test_reconcile_lab.py and test_restart_lab.py).
+slurmctld is exercised by test_reconcile_lab.py and test_restart_lab.py). The daemon phase adds
+WORKDIR/queue.json: pending jobs, partition states and sacct records, kept the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import sys
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -22,8 +24,9 @@ from fakes_reconcile import NodeSlurm  # noqa: E402
 
 from slurm_bridge import power, reconcile  # noqa: E402
 from slurm_bridge.config import load_config  # noqa: E402
+from slurm_bridge.daemon import Daemon  # noqa: E402
 from slurm_bridge.launch import Group, Launcher  # noqa: E402
-from slurm_bridge.models import Node  # noqa: E402
+from slurm_bridge.models import AccountingRecord, GresRequest, Job, Node  # noqa: E402
 from slurm_bridge.providers.registry import build  # noqa: E402
 from slurm_bridge.state import StateDB  # noqa: E402
 
@@ -68,7 +71,64 @@ class FileSlurm(NodeSlurm):
         self.save()
 
 
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+class QueueSlurm(FileSlurm):
+    """FileSlurm plus what the daemon's watch and ingest read and change: pending jobs (their
+    partition lists), partition states and sacct records, in WORKDIR/queue.json."""
+
+    def __init__(self, path: Path, queue: Path):
+        super().__init__(path)
+        self.queue_path = queue
+        self.queue = json.loads(queue.read_text())
+
+    def _save_queue(self) -> None:
+        tmp = self.queue_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.queue))
+        tmp.replace(self.queue_path)
+
+    def pending_jobs(self, partitions=None) -> list[Job]:
+        wanted = set(partitions or ())
+        return [Job(job_id=j["id"], name="crash", user="u", account="lab", partitions=tuple(j["partitions"]),
+                    state="PENDING", reason="Resources", submit_time=utc(j["submit"]), start_time=None,
+                    time_limit_min=60, node_count=1, cpus=1, memory_per_cpu_mb=1000, memory_per_node_mb=None,
+                    gres=GresRequest(1, 1, "a10g"), features="", requeue=True, batch=True)
+                for j in self.queue["jobs"] if not wanted or wanted & set(j["partitions"])]
+
+    def expected_starts(self, job_ids) -> dict[int, float]:
+        return {}
+
+    def sibling_starts(self, job_ids) -> dict[int, tuple[str, float]]:
+        return {}
+
+    def update_job(self, job_id, *, partitions=None, **_) -> None:
+        for j in self.queue["jobs"]:
+            if j["id"] == job_id and partitions is not None:
+                j["partitions"] = list(partitions)
+                j["updates"] = j.get("updates", 0) + 1
+        self._save_queue()
+
+    def update_partition(self, name: str, *, state: str) -> None:
+        self.queue["partitions"][name] = state
+        self._save_queue()
+
+    def accounting(self, *, since, until=None, job_ids=None, runs=False) -> list[AccountingRecord]:
+        return [AccountingRecord(job_id=r["id"], job_id_str=str(r["id"]), array_job_id=None, array_task_id=None,
+                                 name="crash", user="u", account="lab", partition="burst-g", cluster="crash",
+                                 state="COMPLETED", nodes=r["node"], alloc_tres={"cpu": 1, "gres/gpu": 1},
+                                 submit=utc(r["start"] - 60), start=utc(r["start"]), end=utc(r["start"] + 600),
+                                 elapsed_s=600) for r in self.queue["sacct"]]
+
+
 def run(phase: str, work: Path) -> None:
+    if phase == "daemon":
+        # One watch cycle and one sacct ingest of a daemon that was (re)started on this state dir.
+        daemon = Daemon(str(work / "bridge.toml"), slurm=QueueSlurm(work / "slurm.json", work / "queue.json"))
+        daemon.watch_once()
+        daemon.ingest_once()
+        return
     cfg = load_config(work / "bridge.toml")
     slurm = FileSlurm(work / "slurm.json")
     providers = build(cfg)

@@ -45,7 +45,19 @@ EVERY = int(os.environ.get("SLURM_BRIDGE_CRASH_EVERY", "4"))
 _PROVIDERS: dict = {}     # one set of clients per AWS config: building boto3 clients is the slow part
 
 
-def config_text(moto_cloud, work: Path, cluster: str, failover: bool) -> str:
+DAEMON_POOL = """
+[[pools]]
+name = "h"
+size = 1
+zone = "ch"
+cpus = 4
+memory_mb = 16000
+gpus = "a10g:1"
+instance_types = {{ aws = "{GPU_TYPE}" }}
+"""
+
+
+def config_text(moto_cloud, work: Path, cluster: str, failover: bool, daemon: bool = False) -> str:
     subnets = ", ".join(f'"{r}" = [{", ".join(chr(34) + s + chr(34) for s in ids)}]'
                         for r, ids in moto_cloud.subnets.items() if r == "eu-central-1")
     # eu-west-2 has no launch template in the test's moto: a CONFIG failure, blocked, then the next region.
@@ -59,8 +71,11 @@ watch_partitions = ["gpu"]
 resume_timeout = 300
 [policy]
 orphan_grace_s = 60
+burst_after = 60
+max_cloud_nodes = 2
 [zones]
 any = "*"
+ch = ["CH"]
 [[pools]]
 name = "g"
 size = 2
@@ -85,7 +100,7 @@ provider = "aws"
 region = "eu-west-2"
 instance_type = "{GPU_TYPE}"
 ondemand = 1.0
-"""
+""" + (DAEMON_POOL.format(GPU_TYPE=GPU_TYPE) if daemon else "")
 
 
 def slurm_table(work: Path, flags: tuple[str, ...]) -> None:
@@ -103,10 +118,10 @@ def child(phase: str, work: Path, env: dict | None = None) -> int:
 
 
 class World:
-    def __init__(self, moto_cloud, root: Path, name: str, failover: bool):
+    def __init__(self, moto_cloud, root: Path, name: str, failover: bool, daemon: bool = False):
         self.moto, self.work, self.cluster = moto_cloud, root / name, name
         self.work.mkdir(parents=True)
-        (self.work / "bridge.toml").write_text(config_text(moto_cloud, self.work, name, failover))
+        (self.work / "bridge.toml").write_text(config_text(moto_cloud, self.work, name, failover, daemon))
         self.cfg = load_config(self.work / "bridge.toml")
         key = (self.cfg.aws.regions, failover)
         if key not in _PROVIDERS:
@@ -216,3 +231,56 @@ def test_a_kill_at_any_point_leaves_nothing_lost(moto_cloud, tmp_path, phase):
         after_crash(world, run)
         check(world, f"{phase}: killed at point {n} ({name})")
     print(f"{phase}: {len(points)} crash points, killed at {len(chosen)}")
+
+
+# -- the daemon: one watch cycle (burst decisions, the pool guard) and one sacct ingest ------------
+
+JOBS = (1, 2, 3)          # pending in gpu for an hour; room (max_cloud_nodes) for two
+SACCT = ({"id": 90, "node": "g-0"}, {"id": 91, "node": "g-1"})
+
+
+def daemon_world(moto_cloud, root: Path, name: str) -> World:
+    world = World(moto_cloud, root, name, failover=False, daemon=True)
+    slurm_table(world.work, ("POWERED_DOWN",))
+    now = time.time()
+    (world.work / "queue.json").write_text(json.dumps({
+        "jobs": [{"id": j, "partitions": ["gpu"], "submit": now - 3600} for j in JOBS],
+        "partitions": {"burst-g": "UP", "burst-h": "UP"},
+        "sacct": [{**r, "start": now - 7200} for r in SACCT]}))
+    return world
+
+
+def check_daemon(world: World, label: str) -> dict:
+    queue = json.loads((world.work / "queue.json").read_text())
+    eligible = [j["id"] for j in queue["jobs"] if "burst-g" in j["partitions"]]
+    assert len(eligible) == 2, f"{label}: room for two, eligible {eligible}"
+    assert all(j.get("updates", 0) <= 1 for j in queue["jobs"]), f"{label}: a job updated twice: {queue['jobs']}"
+    # Pool h's zone (CH) has no region: its partition is closed, and the record of it says so.
+    assert queue["partitions"] == {"burst-g": "UP", "burst-h": "DOWN"}, f"{label}: {queue['partitions']}"
+    with StateDB.open(world.cfg.cluster.state_dir) as db:
+        runs = db.read("SELECT job_id, COUNT(*) AS n FROM job_runs GROUP BY job_id ORDER BY job_id")
+        closed = db.read("SELECT value FROM meta WHERE key = 'closed_partitions'")
+        mark = db.read("SELECT value FROM meta WHERE key = 'sacct_ingested_until'")
+    assert runs == [{"job_id": 90, "n": 1}, {"job_id": 91, "n": 1}], f"{label}: sacct runs stored {runs}"
+    assert json.loads(closed[0]["value"]) == ["burst-h"], f"{label}: {closed}"
+    assert mark, f"{label}: the ingest mark never moved"
+    assert world.ever() == {}, f"{label}: the daemon launched something"
+    return queue
+
+
+def test_a_killed_daemon_loses_no_burst_closure_or_sacct_record(moto_cloud, tmp_path):
+    probe = daemon_world(moto_cloud, tmp_path, "probe-daemon")
+    log = probe.work / "points.log"
+    assert child("daemon", probe.work, {"SLURM_BRIDGE_CRASH_LOG": str(log)}) == 0
+    check_daemon(probe, "daemon without a crash")
+    points = [line.split(" ", 2)[2] for line in log.read_text().splitlines()]
+    assert len(points) >= 8, points
+    chosen = [(n, name) for n, name in enumerate(points, start=1) if n % max(1, EVERY // 2) == 0 or n == len(points)]
+    for n, name in chosen:
+        world = daemon_world(moto_cloud, tmp_path, f"daemon-{n}")
+        assert child("daemon", world.work, {"SLURM_BRIDGE_CRASH_AT": str(n)}) == -signal.SIGKILL, f"point {n}"
+        assert child("daemon", world.work) == 0             # systemd restarts it
+        queue = check_daemon(world, f"daemon: killed at point {n} ({name})")
+        assert child("daemon", world.work) == 0             # and one more cycle changes no job
+        assert json.loads((world.work / "queue.json").read_text())["jobs"] == queue["jobs"], f"point {n}"
+    print(f"daemon: {len(points)} crash points, killed at {len(chosen)}")
