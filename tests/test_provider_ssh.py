@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -11,11 +12,16 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+from configs import build as build_config
+from configs import pool as pool_dict
+from configs import region as region_dict
 from ssh_server import SshLab
 
 from slurm_bridge.providers.base import (TOKEN_TAG, FailureKind, Instance, LaunchRequest, NodeSpec, Provider,
                                          ProviderError, Scope)
-from slurm_bridge.providers.ssh import BootstrapContext, SshProvider
+from slurm_bridge.providers.ssh import TAG_HOST, BootstrapContext, SshProvider
+from slurm_bridge.reconcile import StuckTerminating, Vanished, Views, plan
+from slurm_bridge.state import InstanceRow
 from slurm_bridge.ssh_config import parse_ssh
 from slurm_bridge.tomlcheck import _Checker
 
@@ -53,6 +59,11 @@ def request(*nodes: str, token: str = "", region: str = GROUP, itype: str = "ws-
         NodeSpec(n, "a100-de", itype, False, (7,), client_token=f"{token or 'tok'}-{n}") for n in nodes))
 
 
+def current_id(host) -> str:
+    """The instance id of the launch HOST holds now, from its state record: `<group>/<host>/<life>`."""
+    return f"{GROUP}/{host.label}/{host.state()['life']}"
+
+
 def closed(sshlab: SshLab, index: int):
     """Host INDEX with nothing listening: connection refused, as from a machine that is off."""
     sshlab.stop(sshlab.hosts[index])
@@ -64,8 +75,8 @@ def test_launch_starts_slurmd_with_the_node_name_and_records_it_on_the_host(sshl
     result = provider(sshlab, hosts=[a, b]).launch(request("a100-de-0"))
     assert result.complete
     (inst,) = result.launched
-    assert (inst.instance_id, inst.node, inst.region, inst.state) == (f"{GROUP}/{a.label}", "a100-de-0", GROUP,
-                                                                      "running")
+    assert (inst.instance_id, inst.node, inst.region, inst.state) == (current_id(a), "a100-de-0", GROUP, "running")
+    assert inst.instance_id.startswith(f"{GROUP}/{a.label}/") and inst.tags[TAG_HOST] == a.label
     assert inst.tags[TOKEN_TAG] == "tok-a100-de-0" and inst.address == a.name and inst.instance_type == "ws-a100"
     assert a.started() == ["a100-de-0"] and ["slurmd", "-N", "a100-de-0"] in a.calls()
     assert ["node-health", a.name] in a.calls() and b.started() == []
@@ -80,7 +91,7 @@ def test_a_fresh_provider_lists_and_describes_from_the_hosts(sshlab):
     fresh = provider(sshlab)   # as after a lost state DB: nothing but the hosts to go by
     listed = sorted(fresh.list_instances(CLUSTER), key=lambda i: i.node)
     assert listed == sorted(launched, key=lambda i: i.node)
-    assert {i.instance_id for i in listed} == {f"{GROUP}/{h.label}" for h in sshlab.hosts[:2]}
+    assert {i.instance_id for i in listed} == {current_id(h) for h in sshlab.hosts[:2]}
     assert fresh.list_instances("other-cluster") == []
     ids = [i.instance_id for i in listed] + [f"{GROUP}/{sshlab.hosts[3].label}", "nogroup/x", f"{GROUP}/nohost"]
     assert sorted(i.node for i in fresh.describe(GROUP, ids)) == ["a100-de-0", "a100-de-1"]
@@ -97,7 +108,129 @@ def test_terminate_stops_slurmd_and_frees_the_host(sshlab):
     assert p.list_instances(CLUSTER) == []
     p.terminate(GROUP, [inst.instance_id, "garbage"])   # already gone: not an error
     (again,) = p.launch(request("a100-de-5")).launched
-    assert again.instance_id == inst.instance_id        # the host is free again
+    assert again.tags[TAG_HOST] == host.label           # the host is free again ...
+    assert again.instance_id != inst.instance_id        # ... and this launch is an instance of its own
+
+
+def slurmd_stops(host) -> list[str]:
+    return [c[-1] for c in host.calls() if c[0] == "slurmd-stop"]
+
+
+def running(host) -> str | None:
+    """The node slurmd runs as on HOST, per the fake slurmd; None when it is stopped."""
+    path = host.home / "running"
+    return path.read_text() if path.exists() else None
+
+
+def test_a_late_terminate_of_an_earlier_launch_leaves_the_next_launch_on_the_host_running(sshlab, caplog):
+    # Issue 8: one host, two lives. A suspend of a100-de-0 that arrives after its host was released
+    # and given to a100-de-1 (or a row a crash left 'terminating', retried) must not stop a100-de-1.
+    host = sshlab.hosts[0]
+    p = provider(sshlab, hosts=[host], power_off=sshlab.power_command("off"))
+    (first,) = p.launch(request("a100-de-0")).launched
+    p.terminate(GROUP, [first.instance_id])
+    (sshlab.power / f"{host.name}.off").unlink()
+    (second,) = p.launch(request("a100-de-1")).launched
+    assert second.tags[TAG_HOST] == first.tags[TAG_HOST] == host.label
+    assert second.instance_id == current_id(host) != first.instance_id
+    caplog.set_level("INFO", logger="slurm_bridge.providers.ssh")
+    for late in (p, provider(sshlab, hosts=[host], power_off=sshlab.power_command("off"))):   # fresh: no memory
+        late.terminate(GROUP, [first.instance_id])                  # already gone: not an error
+        assert running(host) == "a100-de-1" and host.state()["node"] == "a100-de-1"
+        assert slurmd_stops(host) == ["a100-de-0"] and not (sshlab.power / f"{host.name}.off").exists()
+        assert late.describe(GROUP, [first.instance_id]) == []     # gone, for reconcile to close its row
+        assert late.describe(GROUP, [first.instance_id, second.instance_id]) == [second]
+        assert late.list_instances(CLUSTER) == [second]            # the new life, under its own id
+    assert f"{first.instance_id} already gone; {host.label} now holds a100-de-1 as {second.instance_id}" in caplog.text
+    p.terminate(GROUP, [first.instance_id, second.instance_id])    # both named: the one there stops, once
+    assert running(host) is None and host.state() is None and slurmd_stops(host) == ["a100-de-0", "a100-de-1"]
+    assert p.describe(GROUP, [second.instance_id]) == [] and p.list_instances(CLUSTER) == []
+
+
+def test_ids_without_a_life_from_the_previous_version_name_only_a_record_it_wrote(sshlab):
+    host = sshlab.hosts[0]
+    legacy = f"{GROUP}/{host.label}"
+    p = provider(sshlab, hosts=[host])
+    p.launch(request("a100-de-0"))
+    # What the previous version wrote: the same record without a life. Its row holds the host's id.
+    path = host.home / ".slurm-bridge" / f"{CLUSTER}.json"
+    record = host.state()
+    del record["life"]
+    path.write_text(json.dumps(record))
+    (listed,) = p.list_instances(CLUSTER)
+    assert (listed.instance_id, listed.node) == (legacy, "a100-de-0")   # so the old row still finds it
+    assert p.describe(GROUP, [legacy]) == [listed]
+    assert p.describe(GROUP, [f"{legacy}/0123456789ab"]) == []
+    p.terminate(GROUP, [legacy])
+    assert running(host) is None and host.state() is None and slurmd_stops(host) == ["a100-de-0"]
+    # A launch of this version is always newer than every legacy one: the legacy id is not it.
+    (new,) = p.launch(request("a100-de-1")).launched
+    p.terminate(GROUP, [legacy])
+    assert running(host) == "a100-de-1" and slurmd_stops(host) == ["a100-de-0"]
+    assert p.describe(GROUP, [legacy]) == [] and p.describe(GROUP, [new.instance_id]) == [new]
+
+
+def test_ids_that_are_not_ours_are_ignored(sshlab, caplog):
+    host = sshlab.hosts[0]
+    p = provider(sshlab, hosts=[host])
+    (inst,) = p.launch(request("a100-de-0")).launched
+    life = inst.instance_id.rsplit("/", 1)[1]
+    bad = [f"{GROUP}/{host.label}/", f"{inst.instance_id}/x", f"{GROUP}/{host.label}/{life.upper()}",
+           f"{GROUP}/{host.label}/../{life}", f"other/{host.label}/{life}", f"{GROUP}/nohost/{life}"]
+    p.terminate(GROUP, bad)
+    assert p.describe(GROUP, bad) == [] and running(host) == "a100-de-0" and slurmd_stops(host) == []
+    assert caplog.text.count("not an instance of group") >= len(bad)
+
+
+def test_an_unreadable_host_is_unknown_under_the_ids_a_state_db_may_hold(sshlab):
+    host = sshlab.hosts[0]
+    p = provider(sshlab, hosts=[host])
+    (inst,) = p.launch(request("a100-de-0")).launched
+    legacy = f"{GROUP}/{host.label}"
+    sshlab.stop(host)
+    listed = {i.instance_id: i for i in p.list_instances(CLUSTER)}
+    assert set(listed) == {legacy, inst.instance_id} and {i.state for i in listed.values()} == {"unknown"}
+    asked = [inst.instance_id, legacy, f"{legacy}/0123456789ab"]
+    assert [(i.instance_id, i.state) for i in p.describe(GROUP, asked)] == [(i, "unknown") for i in asked]
+    # A provider that never read the host (a restarted daemon) knows only its host-level id:
+    # describe still answers for any id, listing cannot (the module doc says so).
+    fresh = provider(sshlab, hosts=[host])
+    assert [i.instance_id for i in fresh.list_instances(CLUSTER)] == [legacy]
+    assert [i.state for i in fresh.describe(GROUP, [inst.instance_id])] == ["unknown"]
+    sshlab.start(host)
+    assert p.list_instances(CLUSTER) == [inst]
+
+
+def _row(row_id: int, node: str, iid: str, state: str, token: str) -> InstanceRow:
+    return InstanceRow(id=row_id, node=node, pool="a100-de", provider="ssh", region=GROUP, zone=None,
+                       instance_type="ws-a100", price_per_hour=1.5, spot=False, job_ids=(7,), request_id=None,
+                       client_token=token, instance_id=iid, address=None, state=state, launched_at=0.0,
+                       running_at=0.0, terminated_at=None, error=None, created_at=0.0, updated_at=0.0)
+
+
+def test_reconcile_tells_the_lives_of_one_host_apart(sshlab):
+    cfg = build_config(zones={"any": "*"}, pools=[pool_dict("a100-de", itype="t1")],
+                       regions=[region_dict("lab-de", "DE", {"t1": 1.0})])
+    host = sshlab.hosts[0]
+    p = provider(sshlab, hosts=[host])
+    (first,) = p.launch(request("a100-de-0")).launched
+    p.terminate(GROUP, [first.instance_id])
+    (second,) = p.launch(request("a100-de-1")).launched
+    now = time.time()
+
+    def actions(*rows: InstanceRow):
+        return plan(cfg, Views({}, None, {"ssh": tuple(p.list_instances(CLUSTER))}, {}, rows), now)
+
+    b = _row(2, "a100-de-1", second.instance_id, "running", "tok-a100-de-1")
+    # a100-de-0's row, left 'terminating' by a crash: closed with nothing to stop, not stopping a100-de-1.
+    (stuck,) = actions(_row(1, "a100-de-0", first.instance_id, "terminating", "tok-a100-de-0"), b)
+    assert isinstance(stuck, StuckTerminating) and stuck.instance_ids == ()
+    # ... or left 'running': its instance is gone; a100-de-1's is not.
+    (gone,) = actions(_row(1, "a100-de-0", first.instance_id, "running", "tok-a100-de-0"), b)
+    assert isinstance(gone, Vanished) and gone.instance_id == first.instance_id
+    # The host unreachable: neither a100-de-1's row nor a legacy row of the host reads as vanished.
+    sshlab.stop(host)
+    assert actions(b, _row(3, "a100-de-0", f"{GROUP}/{host.label}", "running", "old")) == []
 
 
 def test_a_relaunch_with_the_same_token_does_not_start_twice(sshlab):
@@ -136,7 +269,7 @@ def test_an_unknown_host_key_is_refused_too(sshlab):
 def test_an_unreachable_host_moves_the_launch_to_the_next(sshlab):
     down = closed(sshlab, 0)
     result = provider(sshlab, hosts=sshlab.hosts[:2]).launch(request("a100-de-0"))
-    assert result.complete and result.launched[0].instance_id == f"{GROUP}/{sshlab.hosts[1].label}"
+    assert result.complete and result.launched[0].instance_id == current_id(sshlab.hosts[1])
     assert sshlab.hosts[1].started() == ["a100-de-0"] and down.started() == []
 
 
@@ -158,7 +291,7 @@ def test_an_unhealthy_host_is_skipped_and_none_healthy_fails_with_its_stderr(ssh
     a, b = sshlab.hosts[:2]
     (a.home / "unhealthy").touch()
     result = provider(sshlab, hosts=[a, b]).launch(request("a100-de-0"))
-    assert result.launched[0].instance_id.endswith(b.label) and a.started() == [] and a.state() is None
+    assert result.launched[0].tags[TAG_HOST] == b.label and a.started() == [] and a.state() is None
     (b.home / "unhealthy").touch()
     failure = provider(sshlab, hosts=[a]).launch(request("a100-de-1")).failed["a100-de-1"]
     assert failure.kind is FailureKind.CAPACITY and failure.effective_scope is Scope.REGION
@@ -239,7 +372,7 @@ def test_a_state_file_that_is_not_ours_keeps_the_host_out(sshlab, caplog):
     (host.home / ".slurm-bridge").mkdir()
     (host.home / ".slurm-bridge" / f"{CLUSTER}.json").write_text("{half a record")
     p = provider(sshlab, hosts=sshlab.hosts[:2])
-    assert p.launch(request("a100-de-0")).launched[0].instance_id.endswith(sshlab.hosts[1].label)
+    assert p.launch(request("a100-de-0")).launched[0].tags[TAG_HOST] == sshlab.hosts[1].label
     listed = {i.instance_id: i for i in p.list_instances(CLUSTER)}
     assert listed[f"{GROUP}/{host.label}"].state == "unknown" and host.started() == []
     assert "is not a state record" in caplog.text and "listed as unknown, not as gone" in caplog.text
@@ -275,7 +408,7 @@ def test_the_bootstrap_hook_runs_before_start_on_the_same_connection(sshlab):
 
     result = provider(sshlab, hosts=sshlab.hosts[:2], bootstrap=bootstrap).launch(request("a100-de-0"))
     a, b = sshlab.hosts[:2]
-    assert result.launched[0].instance_id.endswith(b.label) and a.started() == [] and a.state() is None
+    assert result.launched[0].tags[TAG_HOST] == b.label and a.started() == [] and a.state() is None
     assert (b.home / "bootstrapped").exists() and b.started() == ["a100-de-0"]
     assert [(c.host, c.node, c.client_token, c.cluster) for c in seen] == [
         (a.label, "a100-de-0", "tok-a100-de-0", CLUSTER), (b.label, "a100-de-0", "tok-a100-de-0", CLUSTER)]

@@ -1,11 +1,18 @@
 """The SSH provider: bare-metal GPU servers and workstations, reachable only over SSH, as instances.
 
-A region is a host group of `[providers.ssh]`; an instance is one host holding one node, with the
-id `<group>/<host>` (host as configured, `name` or `name:port`). Launching a node picks a free
-host of the group (one holding no node of this cluster), powers it on if it does not answer and
-a `power_on` command is configured, claims it by creating its state file (ssh_hosts.py), runs
-`health`, the optional bootstrap hook, then `start`. A host that fails any step is released and
-the next one tried; only when no host is left does the node fail, classified:
+A region is a host group of `[providers.ssh]`; an instance is one launch of one node on one host,
+with the id `<group>/<host>/<life>` (host as configured, `name` or `name:port`; life a random word
+the launch writes into the host's state record). A host serves many launches over time, each its
+own instance, as a cloud gives each launch a fresh id: a terminate or describe meant for an earlier
+launch (a late suspend, a row a crash left `terminating` and reconcile retries) finds another life,
+or none, on the host, reads its instance as gone and never stops the newer launch. Ids without a
+life (`<group>/<host>`, from state DBs of the previous version) are handled by `_names`.
+
+Launching a node picks a free host of the group (one holding no node of this cluster), powers it
+on if it does not answer and a `power_on` command is configured, claims it by creating its state
+file (ssh_hosts.py), runs `health`, the optional bootstrap hook, then `start`. A host that fails
+any step is released and the next one tried; only when no host is left does the node fail,
+classified:
 
 - a host key that does not match known_hosts: CREDENTIALS at REGION scope. It is a security
   failure, never retried around: the launch stops (nothing more is started in the group) and
@@ -17,18 +24,23 @@ the next one tried; only when no host is left does the node fail, classified:
 
 Listing reads the state files of every host; a host that cannot be read (unreachable, powered
 off, a bad key) is listed with state "unknown" and no node: never as gone, so reconcile does
-not conclude that a node on it vanished. Each verb runs its own event loop (the contract is
-synchronous) and opens at most `max_concurrency` SSH sessions at once.
+not conclude that a node on it vanished. It cannot say which launch it holds, so it is listed
+under its host-level id (which legacy rows hold) and under the id of the launch this provider
+last saw on it (see `_lives`); describe lists it under every id asked about. Each verb runs its
+own event loop (the contract is synchronous) and opens at most `max_concurrency` SSH sessions at
+once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,13 +49,14 @@ import asyncssh
 
 from ..ssh_config import SshConfig, SshGroup, SshHost
 from .base import TOKEN_TAG, Failure, FailureKind, Instance, LaunchRequest, LaunchResult, NodeSpec, ProviderError, Scope
-from .ssh_hosts import Connector, HostFailure, HostSession, HostView, Problem, load_credentials, survey
+from .ssh_hosts import LIFE, Connector, HostFailure, HostSession, HostView, Problem, load_credentials, survey
 
 log = logging.getLogger("slurm_bridge.providers.ssh")
 
 TAG_CLUSTER, TAG_NODE, TAG_POOL = "slurm-bridge:cluster", "slurm-bridge:node", "slurm-bridge:pool"
 TAG_JOBS, TAG_HOST = "slurm-bridge:jobs", "slurm-bridge:host"
 MESSAGE_MAX = 500
+LIFE_BYTES = 6       # a life is 12 hex digits: two launches on one host never share one
 T = TypeVar("T")
 
 
@@ -72,23 +85,49 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(make())).result()
 
 
-def instance_id(group: SshGroup, host: SshHost) -> str:
-    return f"{group.name}/{host.label}"
+def instance_id(group: SshGroup, host: SshHost, life: str | None = None) -> str:
+    """`<group>/<host>/<life>`, one launch on HOST. Without LIFE the host-level `<group>/<host>`: the
+    id the previous version gave every launch on the host, and one an unreadable host is listed under."""
+    base = f"{group.name}/{host.label}"
+    return base if life is None else f"{base}/{life}"
+
+
+def life_of(rec: Mapping[str, Any]) -> str | None:
+    """The launch a state record is for; None for a record the previous version wrote (it had no life)."""
+    life = rec.get("life")
+    return life if isinstance(life, str) else None
+
+
+def _names(lives: frozenset[str | None], rec: Mapping[str, Any]) -> bool:
+    """Whether the ids naming LIVES (None: an id without a life) name the launch REC records.
+
+    `<group>/<host>/<life>` names the launch whose record has that life, no other. A legacy id
+    `<group>/<host>` (kept in state DBs the previous version wrote; terminate and describe get
+    nothing but ids, so the node cannot be checked) names only a record without a life, as the
+    previous version wrote them. A record with a life was written by this version, so it is a
+    launch made after every legacy one: a legacy id can never mean it, and stopping it would be
+    the very race the lives remove. Matching a legacy id to "whatever the host holds" would be
+    the old behaviour; matching it to nothing would leave a legacy launch running for ever once
+    its row asks for it to stop. Left: two launches the previous version made on one host share
+    that id and cannot be told apart, until the host's legacy record is released.
+    """
+    return life_of(rec) in lives
 
 
 def to_instance(group: SshGroup, host: SshHost, rec: dict) -> Instance:
     jobs = rec.get("jobs") or []
     return Instance(
-        instance_id=instance_id(group, host), node=rec["node"], region=group.name, state="running",
+        instance_id=instance_id(group, host, life_of(rec)), node=rec["node"], region=group.name, state="running",
         address=host.name, instance_type=str(rec.get("instance_type") or group.instance_type),
         cluster=str(rec.get("cluster", "")), launched_at=rec.get("launched_at"),
         tags={TAG_CLUSTER: str(rec.get("cluster", "")), TAG_NODE: rec["node"], TAG_POOL: str(rec.get("pool", "")),
               TAG_JOBS: ",".join(str(j) for j in jobs), TOKEN_TAG: str(rec.get("token", "")), TAG_HOST: host.label})
 
 
-def unknown_instance(group: SshGroup, host: SshHost, cluster: str) -> Instance:
-    """A host we could not read: it may hold a node; it must not read as terminated."""
-    return Instance(instance_id=instance_id(group, host), node="", region=group.name, state="unknown",
+def unknown_instance(group: SshGroup, host: SshHost, cluster: str, iid: str | None = None) -> Instance:
+    """A host we could not read, listed as IID (default: its host-level id): it may hold a node; it
+    must not read as terminated."""
+    return Instance(instance_id=iid or instance_id(group, host), node="", region=group.name, state="unknown",
                     address=host.name, instance_type=group.instance_type, cluster=cluster,
                     tags={TAG_HOST: host.label})
 
@@ -168,13 +207,16 @@ class _Launch:
             log.info("ssh %s: powering on %s for %s", group.name, host.label, spec.node)
             await self.connector.run_local("power on", host, group.power_on, values)
             await self.connector.wait_until_up(host)
+        # A fresh life per launch, random rather than from the token: a token used again (a retried
+        # launch placed on a host it was released from) still makes a new instance.
         record = {"cluster": self.cluster, "node": spec.node, "token": token, "launched_at": time.time(),
                   "group": group.name, "instance_type": group.instance_type, "pool": spec.pool,
-                  "jobs": list(spec.job_ids)}
+                  "jobs": list(spec.job_ids), "life": secrets.token_hex(LIFE_BYTES)}
         async with self.connector.session(host) as s:
             if not await s.claim(self.cluster, record):
                 held = await s.read_state(self.cluster)
                 if held is not None and held.get("token") == token:
+                    self.provider._note(group, host, self.cluster, held)
                     return to_instance(group, host, held)      # the same launch, retried meanwhile
                 raise HostFailure(Problem.BUSY, host, "claim", "claimed by another launch meanwhile")
             try:
@@ -185,7 +227,9 @@ class _Launch:
             except BaseException:
                 await self._release(s, spec.node)
                 raise
-        log.info("ssh %s: %s started on %s", group.name, spec.node, host.label)
+        self.provider._note(group, host, self.cluster, record)
+        log.info("ssh %s: %s started on %s as %s", group.name, spec.node, host.label,
+                 instance_id(group, host, life_of(record)))
         return to_instance(group, host, record)
 
     async def _bootstrap(self, conn: asyncssh.SSHClientConnection, host: SshHost, spec: NodeSpec,
@@ -222,6 +266,35 @@ class SshProvider:
         # touches only that cluster's state files (a host may hold nodes of several clusters).
         self.cluster = cluster
         self.bootstrap = bootstrap    # None: no step between health and start (see Bootstrap)
+        # The life last seen on each host, (group, host label) -> life, for this cluster: what an
+        # unreadable host is listed under, so its row does not read as gone. Memory only: a
+        # provider that has not read the host since it started (or that another process
+        # relaunched since) knows no life, and lists the host under its host-level id alone.
+        self._lives: dict[tuple[str, str], str] = {}
+        self._lives_lock = threading.Lock()
+
+    def _note(self, group: SshGroup, host: SshHost, cluster: str, rec: Mapping[str, Any] | None) -> None:
+        """What HOST was just seen to hold: REC, or nothing (None)."""
+        if cluster != self.cluster:
+            return
+        life = None if rec is None else life_of(rec)
+        with self._lives_lock:
+            if life is None:
+                self._lives.pop((group.name, host.label), None)
+            else:
+                self._lives[(group.name, host.label)] = life
+
+    def _last_life(self, group: SshGroup, host: SshHost) -> str | None:
+        with self._lives_lock:
+            return self._lives.get((group.name, host.label))
+
+    async def _survey(self, connector: Connector, pairs: Sequence[tuple[SshGroup, SshHost]],
+                      cluster: str) -> list[HostView]:
+        views = await survey(connector, [h for _, h in pairs], cluster)
+        for (group, host), view in zip(pairs, views, strict=True):
+            if view.problem is None:
+                self._note(group, host, cluster, view.state)
+        return views
 
     # -- launch ----------------------------------------------------------------------------------
 
@@ -244,7 +317,7 @@ class SshProvider:
 
     async def _launch(self, group: SshGroup, cluster: str, nodes: list[NodeSpec]) -> LaunchResult:
         connector = Connector(self.config, load_credentials(self.config))
-        views = await survey(connector, group.hosts, cluster)
+        views = await self._survey(connector, [(group, h) for h in group.hosts], cluster)
         launched: list[Instance] = []
         held = {v.state.get("token"): v for v in views if v.state is not None}
         todo: list[tuple[NodeSpec, str]] = []
@@ -272,26 +345,42 @@ class SshProvider:
 
     # -- the other verbs ---------------------------------------------------------------------------
 
-    def _targets(self, region: str, instance_ids: Sequence[str]) -> list[tuple[SshGroup, SshHost]]:
-        out = []
+    def _targets(self, region: str, instance_ids: Sequence[str]) -> list[_Target]:
+        """The hosts INSTANCE_IDS name in REGION, each once, with the launches named on it."""
+        named: dict[tuple[str, str], tuple[SshGroup, SshHost, dict[str | None, None], list[str]]] = {}
         for iid in dict.fromkeys(instance_ids):   # one host is stopped once, even if named twice
-            name, _, label = iid.partition("/")
-            group = self.config.group(name)
-            host = group.host(label) if group is not None and name == region else None
-            if group is None or host is None:
-                log.warning("ssh: ignoring %r: not a host of group %s", iid, region)
+            parsed = self._parse(region, iid)
+            if parsed is None:
+                log.warning("ssh: ignoring %r: not an instance of group %s", iid, region)
                 continue
-            out.append((group, host))
-        return out
+            group, host, life = parsed
+            entry = named.setdefault((group.name, host.label), (group, host, {}, []))
+            entry[2][life] = None
+            entry[3].append(iid)
+        return [_Target(g, h, frozenset(lives), tuple(ids)) for g, h, lives, ids in named.values()]
+
+    def _parse(self, region: str, iid: str) -> tuple[SshGroup, SshHost, str | None] | None:
+        """`<group>/<host>/<life>`, or a legacy `<group>/<host>` (life None). Neither a group name
+        nor a host label can hold a "/" (ssh_config.py), nor can a life (ssh_hosts.LIFE)."""
+        parts = iid.split("/")
+        if len(parts) not in (2, 3) or parts[0] != region:
+            return None
+        group = self.config.group(parts[0])
+        host = group.host(parts[1]) if group is not None else None
+        if group is None or host is None:
+            return None
+        if len(parts) == 2:
+            return group, host, None
+        return (group, host, parts[2]) if LIFE.fullmatch(parts[2]) else None
 
     def terminate(self, region: str, instance_ids: Sequence[str]) -> None:
         targets = self._targets(region, instance_ids)
         if targets:
             _run(lambda: self._terminate(targets))
 
-    async def _terminate(self, targets: list[tuple[SshGroup, SshHost]]) -> None:
+    async def _terminate(self, targets: list[_Target]) -> None:
         connector = Connector(self.config, load_credentials(self.config))
-        outcomes = await asyncio.gather(*(self._stop(connector, g, h) for g, h in targets), return_exceptions=True)
+        outcomes = await asyncio.gather(*(self._stop(connector, t) for t in targets), return_exceptions=True)
         problems = []
         for outcome in outcomes:
             if isinstance(outcome, HostFailure):
@@ -299,40 +388,83 @@ class SshProvider:
             elif isinstance(outcome, BaseException):
                 raise outcome
         if problems:
-            failure = classify(targets[0][0], "terminate failed", problems)
+            failure = classify(targets[0].group, "terminate failed", problems)
             # A host that cannot be reached now is stopped on the next try: nothing about capacity.
             kind = FailureKind.TRANSIENT if failure.kind is FailureKind.CAPACITY else failure.kind
             raise ProviderError(Failure(kind, failure.message, Scope.REGION))
 
-    async def _stop(self, connector: Connector, group: SshGroup, host: SshHost) -> None:
+    async def _stop(self, connector: Connector, t: _Target) -> None:
+        group, host = t.group, t.host
         async with connector.session(host) as s:
             rec = await s.read_state(self.cluster)
+            self._note(group, host, self.cluster, rec)
             if rec is None:
                 return                      # already gone: not an error
+            if not _names(t.lives, rec):
+                # A later launch holds the host now (or, for a legacy id, one of this version): the
+                # instance named is already gone. Not an error, and the newer launch is left alone.
+                log.info("ssh %s: %s already gone; %s now holds %s as %s, left running", group.name,
+                         ", ".join(t.ids), host.label, rec["node"], instance_id(group, host, life_of(rec)))
+                return
             values = {"node": rec["node"], "host": host.name}
             # The state file goes only once slurmd is stopped: a host still running a node never reads as free.
             await s.run_argv("stop", group.stop, values)
             await s.release(self.cluster)
-        log.info("ssh %s: %s stopped on %s", group.name, rec["node"], host.label)
+        self._note(group, host, self.cluster, None)
+        log.info("ssh %s: %s stopped on %s (%s)", group.name, rec["node"], host.label,
+                 instance_id(group, host, life_of(rec)))
         if group.power_off is not None:
             await connector.run_local("power off", host, group.power_off, values)
 
     def list_instances(self, cluster: str) -> list[Instance]:
-        return _run(lambda: self._read([(g, h) for g in self.config.groups for h in g.hosts], cluster))
+        return _run(lambda: self._list(cluster))
 
-    def describe(self, region: str, instance_ids: Sequence[str]) -> list[Instance]:
-        targets = self._targets(region, instance_ids)
-        return _run(lambda: self._read(targets, self.cluster)) if targets else []
-
-    async def _read(self, targets: list[tuple[SshGroup, SshHost]], cluster: str) -> list[Instance]:
+    async def _list(self, cluster: str) -> list[Instance]:
         connector = Connector(self.config, load_credentials(self.config))
-        views = await survey(connector, [h for _, h in targets], cluster)
+        pairs = [(g, h) for g in self.config.groups for h in g.hosts]
+        views = await self._survey(connector, pairs, cluster)
         out = []
-        for (group, host), view in zip(targets, views, strict=True):
+        for (group, host), view in zip(pairs, views, strict=True):
             if view.state is not None:
                 out.append(to_instance(group, host, view.state))
             elif view.problem is not None:
-                level = logging.ERROR if view.problem.problem in (Problem.HOST_KEY, Problem.AUTH) else logging.WARNING
-                log.log(level, "ssh %s: %s; listed as unknown, not as gone", group.name, view.problem)
+                _unreadable(group, view.problem)
+                # Whichever id the state DB holds for it must not read as gone: the host-level one
+                # (a legacy row) or that of the launch last seen here (see _lives).
+                life = self._last_life(group, host) if cluster == self.cluster else None
                 out.append(unknown_instance(group, host, cluster))
+                if life is not None:
+                    out.append(unknown_instance(group, host, cluster, instance_id(group, host, life)))
         return out
+
+    def describe(self, region: str, instance_ids: Sequence[str]) -> list[Instance]:
+        targets = self._targets(region, instance_ids)
+        return _run(lambda: self._describe(targets)) if targets else []
+
+    async def _describe(self, targets: list[_Target]) -> list[Instance]:
+        connector = Connector(self.config, load_credentials(self.config))
+        views = await self._survey(connector, [(t.group, t.host) for t in targets], self.cluster)
+        out = []
+        for t, view in zip(targets, views, strict=True):
+            if view.state is not None and _names(t.lives, view.state):
+                out.append(to_instance(t.group, t.host, view.state))
+            elif view.problem is not None:
+                _unreadable(t.group, view.problem)
+                out.extend(unknown_instance(t.group, t.host, self.cluster, iid) for iid in t.ids)
+            # else: no record, or another launch's: every instance named here is gone (left out).
+        return out
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A host terminate or describe was asked about, and which of its launches."""
+
+    group: SshGroup
+    host: SshHost
+    lives: frozenset[str | None]      # None: a legacy id, without a life (see _names)
+    ids: tuple[str, ...]              # as asked, for logs and for an unreadable host's listing
+
+
+def _unreadable(group: SshGroup, problem: HostFailure) -> None:
+    level = logging.ERROR if problem.problem in (Problem.HOST_KEY, Problem.AUTH) else logging.WARNING
+    log.log(level, "ssh %s: %s; listed as unknown, not as gone", group.name, problem)

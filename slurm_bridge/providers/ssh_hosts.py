@@ -5,8 +5,9 @@ Every problem with a host is raised as a HostFailure naming the host, the step a
 the provider decides from them whether to try the next host and how to classify the outcome.
 
 The state file, `~/.slurm-bridge/<cluster>.json` on the host, says which node of which cluster
-the host holds, with the client token and the launch time: the host's own record, so a lost
-state DB is rebuilt from the hosts, as from cloud tags. It is created with `set -C` (noclobber:
+the host holds, with the client token, the launch time and the launch's "life" (a random word
+that makes each launch on the host an instance of its own; see ssh.py): the host's own record,
+so a lost state DB is rebuilt from the hosts, as from cloud tags. It is created with `set -C` (noclobber:
 O_EXCL), so two launchers racing for one host cannot both claim it. The commands below need a
 POSIX login shell (sh, dash, bash, zsh) on the host.
 """
@@ -36,6 +37,7 @@ log = logging.getLogger("slurm_bridge.providers.ssh")
 STATE_DIR = ".slurm-bridge"          # relative to the login directory
 _PLACEHOLDER = re.compile(r"\{(node|host)\}")
 _NOT_FOUND = (126, 127)              # the shell's "cannot execute" and "not found"
+LIFE = re.compile(r"[0-9a-z]{1,32}")  # a record's "life": the last part of its instance id, so no "/"
 DETAIL_MAX = 200
 
 
@@ -149,8 +151,10 @@ class HostSession:
             rec = json.loads(text)
         except ValueError:
             rec = None
-        if not isinstance(rec, dict) or not isinstance(rec.get("node"), str) or rec.get("cluster") != cluster:
+        if (not isinstance(rec, dict) or not isinstance(rec.get("node"), str) or rec.get("cluster") != cluster
+                or ("life" in rec and not (isinstance(rec["life"], str) and LIFE.fullmatch(rec["life"])))):
             # A claim being written, or a file someone edited: the host is not free, and not ours to list.
+            # A record without "life" is one the previous version wrote (ssh.py: legacy ids).
             raise HostFailure(Problem.STATE, self.host, "read state", f"{state_path(cluster)} is not a state record")
         return rec
 
