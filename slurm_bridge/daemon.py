@@ -96,6 +96,9 @@ class Daemon:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
+        # The leader reads every page once before it starts: opening a DB checks only its header and
+        # schema, and a damaged table would otherwise fail every loop, every cycle, for ever.
+        self.db.check()
 
     # -- loops -----------------------------------------------------------------------------------
 

@@ -167,6 +167,16 @@ def _recovery(path: Path) -> str:
     return "restore it from a backup, " + rebuild
 
 
+def _damage(conn: sqlite3.Connection) -> str | None:
+    """The first problem PRAGMA quick_check finds, or None for a sound DB (reads every page once)."""
+    try:
+        rows = conn.execute("PRAGMA quick_check(5)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    found = [r[0] for r in rows if r[0] != "ok"]
+    return found[0].replace("\n", "; ")[:300] if found else None
+
+
 class StateDB:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -210,9 +220,10 @@ class StateDB:
         # it.  A deferred transaction that reads and then writes fails at once
         # with "database is locked" if another process committed in between.
         crashpoints.point("db: before a write")
-        self._conn.execute("BEGIN IMMEDIATE")
-        with self._conn:  # COMMIT, or ROLLBACK on any exception
-            yield self._conn
+        with self._damaged():
+            self._conn.execute("BEGIN IMMEDIATE")
+            with self._conn:  # COMMIT, or ROLLBACK on any exception
+                yield self._conn
         crashpoints.point("db: after a write")
 
     def _user_version(self) -> int:
@@ -245,15 +256,37 @@ class StateDB:
         target = sqlite3.connect(str(tmp))
         try:
             self._conn.backup(target)
+            damage = _damage(target)
         finally:
             target.close()
+        if damage:   # the last good backup is what an admin will need: never replace it with this
+            tmp.unlink(missing_ok=True)
+            raise StateError(f"{self.path} is damaged ({damage}); not copied over the backup {dest}; "
+                             + _recovery(self.path))
         os.replace(tmp, dest)  # a crash mid-backup never leaves a half-written dest
+
+    def check(self) -> None:
+        """Refuse a DB whose pages are damaged: opening it reads only the header and the schema."""
+        damage = _damage(self._conn)
+        if damage:
+            raise StateError(f"{self.path} is damaged ({damage}); {_recovery(self.path)}")
 
     def _rows(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
         # fetchall: an unfinished cursor would pin a WAL read snapshot.
-        cur = self._conn.execute(sql, params)
-        keys = [d[0] for d in cur.description]
-        return [dict(zip(keys, row)) for row in cur.fetchall()]
+        with self._damaged():
+            cur = self._conn.execute(sql, params)
+            keys = [d[0] for d in cur.description]
+            return [dict(zip(keys, row)) for row in cur.fetchall()]
+
+    @contextmanager
+    def _damaged(self) -> Iterator[None]:
+        """A damaged page found by a read or write is the same clear error as a damaged file at open."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in _BROKEN_FILE_CODES:
+                raise StateError(f"{self.path} is damaged ({exc}); {_recovery(self.path)}") from exc
+            raise
 
     def _one(self, sql: str, params: tuple | dict = ()) -> dict[str, Any] | None:
         rows = self._rows(sql, params)

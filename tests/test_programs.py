@@ -97,3 +97,21 @@ def test_a_corrupt_state_db_is_one_line_naming_it_and_the_traceback_stays_out_of
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "state.db is not a usable SQLite database" in lines[0] and "provider tags" in lines[0]
+
+
+def test_the_daemon_refuses_a_db_with_damaged_pages_before_its_first_cycle(tmp_path):
+    """Opening reads only the header and schema; the daemon reads every page (quick_check) before it
+    starts, so a damaged table is one clear refusal, not a failed loop every cycle."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_state import damage_a_table_page
+
+    cfg = write_config(tmp_path, EXAMPLE)
+    damage_a_table_page(tmp_path / "state")
+    done = subprocess.run([str(BIN / "slurm-bridge"), "daemon", "--once", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "SLURM_CONF": str(tmp_path / "no-slurm.conf")})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("slurm-bridge: error:")]
+    assert "state.db is damaged" in line and "move it aside" in line and "provider tags" in line, line
+    assert "loop_failed" not in done.stderr

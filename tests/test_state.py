@@ -117,6 +117,49 @@ def test_corrupt_file_is_refused_and_left_untouched(tmp_path: Path, garbage: byt
     assert path.read_bytes() == garbage
 
 
+def damage_a_table_page(tmp_path: Path) -> Path:
+    """A DB whose header and schema are sound but pages in the middle are garbage, as a bad
+    disk sector or a torn write leaves it. Opening it works; reading that page does not."""
+    with StateDB.open(tmp_path) as db:
+        for i in range(3000):
+            db.event("filler", job_id=i, note="x" * 50)
+    raw = sqlite3.connect(tmp_path / "state.db")
+    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = raw.execute("PRAGMA page_size").fetchone()[0]
+    raw.close()
+    path = tmp_path / "state.db"
+    data = bytearray(path.read_bytes())
+    first, last = len(data) * 2 // 5 // page_size, len(data) * 3 // 5 // page_size
+    for page in range(first, last):     # every b-tree (rows and indexes) has pages in there
+        data[page * page_size:(page + 1) * page_size] = b"\xff" * page_size
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_damaged_page_is_a_clear_error_not_a_raw_sqlite_one(tmp_path: Path):
+    path = damage_a_table_page(tmp_path)
+    with StateDB.open(tmp_path) as db:       # the header and schema are fine
+        with pytest.raises(StateError, match=r"state\.db is damaged .*move it aside"):
+            db.check()
+        with pytest.raises(StateError, match=r"is damaged \(database disk image is malformed\)") as err:
+            db.read("SELECT * FROM events")
+        assert str(path) in str(err.value) and "provider tags" in str(err.value)
+
+
+def test_a_damaged_db_never_replaces_the_last_good_backup(tmp_path: Path):
+    with StateDB.open(tmp_path) as db:
+        db.event("before", job_id=1)
+        db.backup(state.backup_path(db.path))
+    backup = state.backup_path(tmp_path / "state.db")
+    good = backup.read_bytes()
+    damage_a_table_page(tmp_path)
+    with StateDB.open(tmp_path) as db:
+        with pytest.raises(StateError, match="not copied over the backup"):
+            db.backup(backup)
+    assert backup.read_bytes() == good
+    assert not list(tmp_path.glob("*.tmp")), "the damaged copy is not left behind"
+
+
 def test_a_corrupt_db_names_the_daemons_backup_which_opens_with_the_rows(tmp_path: Path):
     with StateDB.open(tmp_path) as db:
         row = db.begin_launch(node="a-0", pool="a", provider="aws", region="eu-west-1", zone=None,
