@@ -238,6 +238,9 @@ def plan(cfg: Config, views: Views, now: float) -> list[Action]:
     slurm_ok, answered = views.slurm_error is None, views.instances
     live = {(p, i.instance_id): i for p, listed in answered.items() for i in listed if i.state in LIVE}
     listed = {(p, i.instance_id): i for p, listed in answered.items() for i in listed}
+    # A provider that cannot read a machine lists it as "unknown" under the machine's id; an SSH
+    # host's launches are "<group>/<host>/<life>", so its unknown entry covers every life on it.
+    unread = {(p, i.instance_id + "/") for p, listed in answered.items() for i in listed if i.state == "unknown"}
     nodes = views.nodes
 
     def off(name: str) -> bool:          # powered down, and no resume racing the view
@@ -313,6 +316,8 @@ def plan(cfg: Config, views: Views, now: float) -> list[Action]:
         elif row.state == "running" or now - row.created_at > rt:
             regions = _listed_regions(cfg, row.provider)
             gone = key not in listed or listed[key].state == "terminated"
+            if gone and key not in listed and unread:
+                gone = not any(p == row.provider and row.instance_id.startswith(pre) for p, pre in unread)
             if slurm_ok and gone and (regions is None or row.region in regions):
                 fail = up(row.node)
                 actions.append(Vanished(row.node, row.id, row.provider, row.region, row.instance_id, fail))

@@ -188,15 +188,14 @@ def test_an_unreadable_host_is_unknown_under_the_ids_a_state_db_may_hold(sshlab)
     (inst,) = p.launch(request("a100-de-0")).launched
     legacy = f"{GROUP}/{host.label}"
     sshlab.stop(host)
-    listed = {i.instance_id: i for i in p.list_instances(CLUSTER)}
-    assert set(listed) == {legacy, inst.instance_id} and {i.state for i in listed.values()} == {"unknown"}
+    # Listed once, under the host-level id, which reconcile reads as covering every launch on the
+    # host (test_reconcile_tells_the_lives_of_one_host_apart); describe answers for any id asked.
+    listed = p.list_instances(CLUSTER)
+    assert [(i.instance_id, i.state) for i in listed] == [(legacy, "unknown")]
     asked = [inst.instance_id, legacy, f"{legacy}/0123456789ab"]
     assert [(i.instance_id, i.state) for i in p.describe(GROUP, asked)] == [(i, "unknown") for i in asked]
-    # A provider that never read the host (a restarted daemon) knows only its host-level id:
-    # describe still answers for any id, listing cannot (the module doc says so).
-    fresh = provider(sshlab, hosts=[host])
-    assert [i.instance_id for i in fresh.list_instances(CLUSTER)] == [legacy]
-    assert [i.state for i in fresh.describe(GROUP, [inst.instance_id])] == ["unknown"]
+    fresh = provider(sshlab, hosts=[host])      # a restarted daemon knows no more and no less
+    assert fresh.list_instances(CLUSTER) == listed
     sshlab.start(host)
     assert p.list_instances(CLUSTER) == [inst]
 
@@ -228,8 +227,10 @@ def test_reconcile_tells_the_lives_of_one_host_apart(sshlab):
     # ... or left 'running': its instance is gone; a100-de-1's is not.
     (gone,) = actions(_row(1, "a100-de-0", first.instance_id, "running", "tok-a100-de-0"), b)
     assert isinstance(gone, Vanished) and gone.instance_id == first.instance_id
-    # The host unreachable: neither a100-de-1's row nor a legacy row of the host reads as vanished.
+    # The host unreachable, read by a restarted daemon's provider: neither a100-de-1's row nor a
+    # legacy row of the host reads as vanished.
     sshlab.stop(host)
+    p = provider(sshlab, hosts=[host])
     assert actions(b, _row(3, "a100-de-0", f"{GROUP}/{host.label}", "running", "old")) == []
 
 
@@ -344,8 +345,9 @@ def test_a_host_that_cannot_be_read_is_listed_as_unknown_never_gone(sshlab, capl
     (inst,) = p.launch(request("a100-de-0")).launched
     sshlab.stop(sshlab.hosts[0])
     caplog.set_level("WARNING", logger="slurm_bridge.providers.ssh")
+    host_id = inst.instance_id.rpartition("/")[0]       # covers the launch's id in reconcile
     listed = {i.instance_id: i for i in p.list_instances(CLUSTER)}
-    assert listed[inst.instance_id].state == "unknown" and listed[inst.instance_id].node == ""
+    assert listed[host_id].state == "unknown" and listed[host_id].node == ""
     assert p.describe(GROUP, [inst.instance_id])[0].state == "unknown"
     assert f"{sshlab.hosts[0].label}: connect: unreachable (connection refused); listed as unknown" in caplog.text
     with pytest.raises(ProviderError) as info:

@@ -265,6 +265,19 @@ def test_listed_as_terminated_on_a_powered_down_node_only_closes_the_row(env):
     assert env.db.get_instance(rid).state == "terminated" and env.slurm.updates == []
 
 
+def test_a_row_on_a_machine_the_provider_could_not_read_is_not_vanished(env):
+    """An SSH host that does not answer is listed "unknown" under its host id ("grp/h1"), which
+    covers every launch on it ("grp/h1/<life>"): that row's instance cannot be seen, so it is not
+    concluded gone. A row on another host, not listed, is."""
+    env.slurm.set(up("a100-0"), up("a100-1"))
+    covered = env.row("a100-0", iid="grp/h1/0123456789ab")
+    other = env.row("a100-1", iid="grp/h2/0123456789ab")
+    env.cloud.add(inst("grp/h1", "", state="unknown"), inst("grp/h10", "", state="unknown"))
+    assert [(type(a), a.row_id) for a in env.plan()] == [(Vanished, other)]
+    env.run()
+    assert env.db.get_instance(covered).state == "running"
+
+
 def test_young_launching_row_is_not_vanished_but_an_old_one_is(env):
     young = env.row("a100-0", iid="i-0", state="launching", age=RT - 1)
     old = env.row("a100-1", iid="i-1", state="launching", age=RT + 1)

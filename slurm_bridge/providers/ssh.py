@@ -25,8 +25,8 @@ classified:
 Listing reads the state files of every host; a host that cannot be read (unreachable, powered
 off, a bad key) is listed with state "unknown" and no node: never as gone, so reconcile does
 not conclude that a node on it vanished. It cannot say which launch it holds, so it is listed
-under its host-level id (which legacy rows hold) and under the id of the launch this provider
-last saw on it (see `_lives`); describe lists it under every id asked about. Each verb runs its
+under its host-level id, which reconcile reads as covering every launch on that host (and which
+legacy rows hold); describe lists it under every id asked about. Each verb runs its
 own event loop (the contract is synchronous) and opens at most `max_concurrency` SSH sessions at
 once.
 """
@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import threading
 import time
 import uuid
 from collections import deque
@@ -216,7 +215,6 @@ class _Launch:
             if not await s.claim(self.cluster, record):
                 held = await s.read_state(self.cluster)
                 if held is not None and held.get("token") == token:
-                    self.provider._note(group, host, self.cluster, held)
                     return to_instance(group, host, held)      # the same launch, retried meanwhile
                 raise HostFailure(Problem.BUSY, host, "claim", "claimed by another launch meanwhile")
             try:
@@ -227,7 +225,6 @@ class _Launch:
             except BaseException:
                 await self._release(s, spec.node)
                 raise
-        self.provider._note(group, host, self.cluster, record)
         log.info("ssh %s: %s started on %s as %s", group.name, spec.node, host.label,
                  instance_id(group, host, life_of(record)))
         return to_instance(group, host, record)
@@ -266,35 +263,10 @@ class SshProvider:
         # touches only that cluster's state files (a host may hold nodes of several clusters).
         self.cluster = cluster
         self.bootstrap = bootstrap    # None: no step between health and start (see Bootstrap)
-        # The life last seen on each host, (group, host label) -> life, for this cluster: what an
-        # unreadable host is listed under, so its row does not read as gone. Memory only: a
-        # provider that has not read the host since it started (or that another process
-        # relaunched since) knows no life, and lists the host under its host-level id alone.
-        self._lives: dict[tuple[str, str], str] = {}
-        self._lives_lock = threading.Lock()
-
-    def _note(self, group: SshGroup, host: SshHost, cluster: str, rec: Mapping[str, Any] | None) -> None:
-        """What HOST was just seen to hold: REC, or nothing (None)."""
-        if cluster != self.cluster:
-            return
-        life = None if rec is None else life_of(rec)
-        with self._lives_lock:
-            if life is None:
-                self._lives.pop((group.name, host.label), None)
-            else:
-                self._lives[(group.name, host.label)] = life
-
-    def _last_life(self, group: SshGroup, host: SshHost) -> str | None:
-        with self._lives_lock:
-            return self._lives.get((group.name, host.label))
 
     async def _survey(self, connector: Connector, pairs: Sequence[tuple[SshGroup, SshHost]],
                       cluster: str) -> list[HostView]:
-        views = await survey(connector, [h for _, h in pairs], cluster)
-        for (group, host), view in zip(pairs, views, strict=True):
-            if view.problem is None:
-                self._note(group, host, cluster, view.state)
-        return views
+        return await survey(connector, [h for _, h in pairs], cluster)
 
     # -- launch ----------------------------------------------------------------------------------
 
@@ -397,7 +369,6 @@ class SshProvider:
         group, host = t.group, t.host
         async with connector.session(host) as s:
             rec = await s.read_state(self.cluster)
-            self._note(group, host, self.cluster, rec)
             if rec is None:
                 return                      # already gone: not an error
             if not _names(t.lives, rec):
@@ -410,7 +381,6 @@ class SshProvider:
             # The state file goes only once slurmd is stopped: a host still running a node never reads as free.
             await s.run_argv("stop", group.stop, values)
             await s.release(self.cluster)
-        self._note(group, host, self.cluster, None)
         log.info("ssh %s: %s stopped on %s (%s)", group.name, rec["node"], host.label,
                  instance_id(group, host, life_of(rec)))
         if group.power_off is not None:
@@ -429,12 +399,9 @@ class SshProvider:
                 out.append(to_instance(group, host, view.state))
             elif view.problem is not None:
                 _unreadable(group, view.problem)
-                # Whichever id the state DB holds for it must not read as gone: the host-level one
-                # (a legacy row) or that of the launch last seen here (see _lives).
-                life = self._last_life(group, host) if cluster == self.cluster else None
+                # Under the host-level id: a legacy row holds it, and reconcile reads an unknown
+                # "<group>/<host>" as covering every "<group>/<host>/<life>", so no row on it reads as gone.
                 out.append(unknown_instance(group, host, cluster))
-                if life is not None:
-                    out.append(unknown_instance(group, host, cluster, instance_id(group, host, life)))
         return out
 
     def describe(self, region: str, instance_ids: Sequence[str]) -> list[Instance]:
