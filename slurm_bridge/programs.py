@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import crashpoints
 from .errors import BridgeError
 
 log = logging.getLogger("slurm_bridge.programs")
@@ -185,6 +186,7 @@ def resume_main(argv: list[str] | None = None) -> int:
         _fail_nodes(cfg, nodes, f"bad resume file: {exc}")
         return _fail(program, f"{exc}; nodes {args.hostlist} set down and powered down")
     request_id = db.add_request("resume" if parsed.jobs else "power_up", args.hostlist, nodes, raw)
+    crashpoints.point("resume: before starting the worker")
     worker = subprocess.Popen(
         [sys.executable, "-m", "slurm_bridge.programs", "resume-worker", str(request_id)]
         + (["--config", args.config] if args.config else []),
