@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Mapping
 
 from . import crashpoints, policy, sdnotify
-from .pool_guard import PoolGuard
 from .config import Config, load_config
 from .errors import BridgeError
 from .logfmt import kv
+from .pool_guard import PoolGuard
 from .prices import book_for
 from .providers.base import Provider
 from .providers.registry import build
@@ -271,7 +271,7 @@ class Daemon:
 
     def _guard_pools(self, book) -> None:
         """A pool with no launchable region takes no jobs (pool_guard.py says why and how)."""
-        self._guard.check(self.cfg, self.db, self.slurm, self._blocked, book, kv)
+        self._guard.check(self.cfg, self.db, self.slurm, self._blocked, book)
 
     def reconcile_once(self):
         from .reconcile import reconcile

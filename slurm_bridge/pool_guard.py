@@ -20,6 +20,7 @@ from typing import Callable
 from . import crashpoints, selector
 from .config import Config
 from .errors import BridgeError
+from .logfmt import kv
 from .slurm import SlurmBackend
 from .state import StateDB
 
@@ -44,8 +45,8 @@ class PoolGuard:
 
     asserted: set[str] = field(default_factory=set)
 
-    def check(self, cfg: Config, db: StateDB, slurm: SlurmBackend, blocked: Callable, book,
-              log_line: Callable[..., str]) -> dict[str, str]:
+    def check(self, cfg: Config, db: StateDB, slurm: SlurmBackend, blocked: Callable[[str, str], str | None],
+              book) -> dict[str, str]:
         """Close or open each burst partition; returns partition -> "DOWN"/"UP" for the ones acted on."""
         # Each pool has a partition of its own (config.py refuses two pools in one).
         launchable = {p.partition: bool(selector.rank(cfg, p, None, blocked, book)[0]) for p in cfg.pools}
@@ -61,7 +62,8 @@ class PoolGuard:
                     slurm.update_partition(partition, state="DOWN")
                     self.asserted.add(partition)
                     acted[partition] = "DOWN"
-                    log.warning(log_line(event="pool_closed", partition=partition, pool=pools[partition], reason="no launchable region"))
+                    log.warning(kv(event="pool_closed", partition=partition, pool=pools[partition],
+                                   reason="no launchable region"))
                 elif ok and partition in recorded:
                     crashpoints.point("daemon: before opening a burst partition")
                     slurm.update_partition(partition, state="UP")
@@ -69,8 +71,8 @@ class PoolGuard:
                     _save(db, recorded)
                     self.asserted.discard(partition)
                     acted[partition] = "UP"
-                    log.info(log_line(event="pool_opened", partition=partition, pool=pools[partition]))
+                    log.info(kv(event="pool_opened", partition=partition, pool=pools[partition]))
             except BridgeError as exc:   # tried again next cycle: the record says what is wanted
                 self.asserted.discard(partition)
-                log.error(log_line(event="pool_state_failed", partition=partition, error=str(exc)))
+                log.error(kv(event="pool_state_failed", partition=partition, error=str(exc)))
         return acted

@@ -10,7 +10,6 @@ import pytest
 
 from configs import build, pool, region
 from slurm_bridge.errors import SlurmError
-from slurm_bridge.logfmt import kv
 from slurm_bridge.pool_guard import PoolGuard, closed
 from slurm_bridge.state import StateDB
 
@@ -47,7 +46,7 @@ def db(tmp_path: Path):
 
 def cycle(db, slurm, blocked, guard=None):
     guard = guard or PoolGuard()
-    return guard, guard.check(CFG, db, slurm, blocked, None, kv)
+    return guard, guard.check(CFG, db, slurm, blocked, None)
 
 
 def test_closed_while_nothing_launches_then_opened(db):
