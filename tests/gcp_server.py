@@ -23,6 +23,11 @@ Faults, as GCP reports them:
 - `forbid(reason)`: every call gets HTTP 403 with a googleapis error body.
 - `throttle(times, status, path_contains)`: 429 (or 403) rateLimitExceeded;
   `fail_5xx(times, path_contains)`: 503 backendError.
+- `stall(where, polls=None, times=None)`: the next TIMES (None: every) bulkInsert operations made in
+  WHERE (a zone, or a region: each of its zones) stay RUNNING for POLLS get/wait calls, or, with
+  polls None, until `release(where)`; only then do they complete as any other, so their instances
+  appear late, after a client that gave up on the operation has gone. `release` is GCP finishing
+  the work on its own time, polled or not; a replayed requestId still gets the stalled operation.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import math
 import re
 import threading
 import time
@@ -123,6 +129,7 @@ class ComputeServer:
         self.forbidden: str | None = None
         self.throttles: list[tuple[int, str]] = []           # (status, path fragment) of the next throttled calls
         self.failures: list[str] = []                        # path fragments of the next 5xx calls
+        self.stalls: list[dict] = []                         # where, polls, times left: see stall()
         self.guest_attributes: dict[str, list[dict]] = {}   # 'zone/name' -> items the guest published
         self._ids = itertools.count(4_000_000_000_000_000_001)
         self._ips = itertools.count(2)
@@ -163,6 +170,25 @@ class ComputeServer:
 
     def fail_5xx(self, times: int = 1, path_contains: str = "") -> None:
         self.failures.extend([path_contains] * times)
+
+    def stall(self, where: str, polls: int | None = None, times: int | None = None) -> None:
+        assert (polls is None or polls >= 0) and (times is None or times > 0)
+        with self.lock:
+            self.stalls.append({"where": where, "polls": math.inf if polls is None else polls, "times": times})
+
+    def release(self, where: str | None = None) -> list[str]:
+        """Complete the stalled bulkInsert operations (of WHERE: a zone or a region; None: all) now,
+        as GCP does when their work ends with nobody polling; returns 'zone/name' of the instances made."""
+        made = []
+        with self.lock:
+            for op in self.operations.values():
+                if (op.get("_stalled") and op["status"] != "DONE"
+                        and where in (None, op["_zone"], _region(op["_zone"]))):
+                    before = set(self.instances.get(op["_zone"], {}))
+                    op.pop("_finish")()
+                    op.update(status="DONE", progress=100, endTime=_now())
+                    made += [f"{op['_zone']}/{n}" for n in sorted(set(self.instances[op["_zone"]]) - before)]
+        return made
 
     def add_template(self, name: str, properties: dict) -> None:
         self.templates[name] = {
@@ -291,6 +317,12 @@ class ComputeServer:
         op["instancesBulkInsertOperationMetadata"] = {"perLocationStatus": {f"zones/{zone}": {
             "status": "CREATING", "targetVmCount": count}}}
         op["_finish"] = lambda: self._finish_bulk(op, zone, names, props, min_count)
+        for rule in self.stalls:
+            if rule["times"] != 0 and rule["where"] in (zone, region):
+                op["_polls"], op["_stalled"] = rule["polls"], True
+                if rule["times"] is not None:
+                    rule["times"] -= 1
+                break
         return self._public(op)
 
     def _finish_bulk(self, op, zone, names, props, min_count):

@@ -14,16 +14,22 @@ import json
 import re
 import socket
 import time
+import tomllib
 import uuid
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
+from fakes_reconcile import NodeSlurm
+from fakes_reconcile import node as node_state
 from gcp_server import ComputeServer
 from slurm_bridge.cloud_config import GcpConfig
+from slurm_bridge.config import parse_config
 from slurm_bridge.providers.base import (FailureKind, LaunchRequest, NodeSpec, Provider, ProviderError, Scope)
 from slurm_bridge.providers.gcp import LABEL_CLUSTER, LABEL_NODE, META_CLUSTER, META_NODES, GcpProvider
+from slurm_bridge.reconcile import reconcile
+from slurm_bridge.state import StateDB
 
 PROJECT = "sb-test-project"
 REGION, OTHER_REGION = "europe-west3", "europe-west4"
@@ -271,6 +277,79 @@ def test_an_operation_that_never_ends_is_transient_within_the_timeout(server):
     failure = only_failure(provider.launch(request(2)))
     assert time.monotonic() - started < 5
     assert failure.kind is FailureKind.TRANSIENT and "not done after 1 s" in failure.message
+
+
+def test_a_stalled_bulk_insert_times_out_and_reconcile_reaps_its_late_instances(server, tmp_path):
+    """The operation outlives operation_timeout_s: the launch fails TRANSIENT with nothing to report;
+    GCP then makes the instances anyway, and they must not be left running unrecorded."""
+    cfg = parse_config(tomllib.loads(f"""
+[cluster]
+name = "sbtest"
+state_dir = "{tmp_path}"
+[slurm]
+watch_partitions = ["gpu"]
+[zones]
+any = "*"
+[[pools]]
+name = "a100-de"
+size = 3
+zone = "any"
+cpus = 12
+memory_mb = 85000
+gpus = "a100:1"
+instance_types = {{ gcp = "a2-highgpu-1g" }}
+[providers.gcp]
+project = "{PROJECT}"
+regions = ["{REGION}", "{OTHER_REGION}"]
+instance_template = "gpu-node"
+endpoint = "{server.endpoint}"
+anonymous = true
+operation_timeout_s = 1
+"""))
+    provider = GcpProvider(cfg.gcp)
+    server.stall(REGION)
+    req = request(2)
+    with StateDB.open(cfg.cluster.state_dir) as db:
+        # As the launcher does: a row per node before the call, marked failed after it.
+        rows = {n.node: db.begin_launch(node=n.node, pool=n.pool, provider="gcp", region=REGION, zone=None,
+                                        instance_type=n.instance_type, price_per_hour=1.0, spot=n.spot,
+                                        job_ids=n.job_ids, request_id=None, client_token=n.client_token)
+                for n in req.nodes}
+        started = time.monotonic()
+        result = provider.launch(req)
+        assert time.monotonic() - started < 5
+        failure = only_failure(result)
+        assert (failure.kind, failure.effective_scope) == (FailureKind.TRANSIENT, Scope.REGION)
+        assert re.fullmatch(r"europe-west3-a: bulkInsert operation-\S+ not done after 1 s", failure.message)
+        assert len(bulk_inserts(server)) == 1 and server.all_instances() == {}   # no other zone was tried
+        for node, row in rows.items():
+            db.launch_failed(row, f"{failure.kind.value}: {failure.message}")
+
+        late = server.release()   # GCP finishes the work after the provider gave up
+        assert len(late) == 2
+        found = {i.instance_id: i for i in provider.list_instances("sbtest")}
+        assert set(found) == set(late)
+        assert sorted(i.node for i in found.values()) == ["a100-de-0", "a100-de-1"]
+        assert all(i.cluster == "sbtest" and i.state == "pending" for i in found.values())
+        assert {server.all_instances()[k]["labels"][LABEL_CLUSTER] for k in late} == {"sbtest"}
+
+        # The job was requeued: its nodes are down and powered down. Past the orphan grace, one
+        # reconcile terminates the late arrivals and records them in the ledger.
+        slurm = NodeSlurm([node_state(n, "DOWN", "POWERED_DOWN", reason="slurm-bridge: no region could launch")
+                           for n in cfg.pool("a100-de").node_names])
+        report = reconcile(cfg, db, slurm, {"gcp": provider}, now=time.time() + cfg.policy.orphan_grace_s + 60)
+        assert report.ok and report.counts["orphan"] == 2, report
+        assert server.all_instances() == {} and provider.list_instances("sbtest") == []
+        ledger = {r.instance_id: r for r in db.instances() if r.instance_id}
+        assert set(ledger) == set(late) and all(r.state == "terminated" for r in ledger.values())
+        assert {ledger[k].node for k in late} == {"a100-de-0", "a100-de-1"}
+
+
+def test_a_slow_bulk_insert_that_ends_within_the_timeout_is_a_launch(server, provider):
+    server.stall(REGION, polls=2)
+    result = provider.launch(request(2))
+    assert result.complete and len(result.launched) == 2
+    assert len(server.calls("POST", "/zones/europe-west3-a/operations/")) == 3
 
 
 def test_a_missing_template_is_a_config_failure(server):
