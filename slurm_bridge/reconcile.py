@@ -247,6 +247,19 @@ def plan(cfg: Config, views: Views, now: float) -> list[Action]:
         n = nodes.get(name)
         return slurm_ok and n is not None and n.powered_down and not n.powering_up
 
+    def unwanted(name: str) -> str | None:
+        """Why no instance may be adopted for NAME although it is not powered down, if so."""
+        n = nodes.get(name)
+        if not slurm_ok or n is None:
+            return None
+        if "POWERING_DOWN" in n.flags:
+            return "node is being powered down"
+        # Ours: a launch that failed (or ResumeTimeout); an instance arriving after it is late, and
+        # adopting it would bill for a node Slurm will not use until someone resumes it.
+        if n.state == "DOWN" and n.reason.startswith(OUR_REASONS):
+            return "node is down after a failed launch"
+        return None
+
     def up(name: str) -> bool:
         n = nodes.get(name)
         return n is not None and not n.powered_down and "POWERING_DOWN" not in n.flags
@@ -356,7 +369,7 @@ def plan(cfg: Config, views: Views, now: float) -> list[Action]:
         if pool is not None and node in pending and node not in forced:
             continue                    # a launch that has not recorded its id may own one of these
         keep = None
-        if pool is not None and node not in held and node not in forced and not off(node):
+        if pool is not None and node not in held and node not in forced and not off(node) and not unwanted(node):
             fresh = [f for f in found if (f[0], f[1].instance_id) not in views.closed_ids]
             comment = nodes[node].comment if node in nodes else ""
             # The instance Slurm was told about (comment provider/region/id) wins; else the newest.
@@ -374,7 +387,7 @@ def plan(cfg: Config, views: Views, now: float) -> list[Action]:
             closed = (provider, inst.instance_id) in views.closed_ids
             why = ("node is in no pool" if pool is None else "the DB records it as gone" if closed
                    else "node has another instance" if node in held or keep is not None
-                   else "node is being powered down" if node in forced else "node is powered down")
+                   else "node is being powered down" if node in forced else unwanted(node) or "node is powered down")
             record = _adoption(cfg, views, provider, inst, pool) if pool is not None and not closed else None
             actions.append(Orphan(node, provider, inst.region, inst.instance_id, why, a, None, record))
 

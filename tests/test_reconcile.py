@@ -188,6 +188,31 @@ def test_rowless_orphan_of_a_pool_node_goes_in_the_ledger_and_stray_node_is_term
     assert reasons == ["node is in no pool", "node is in no pool", "node is powered down"]
 
 
+@pytest.mark.parametrize("state,flags,reason,why", [
+    ("DOWN", ("POWERING_DOWN",), "slurm-bridge: no region could launch", "node is being powered down"),
+    ("IDLE", ("POWERING_DOWN",), "", "node is being powered down"),
+    ("DOWN", (), "slurm-bridge: no region could launch", "node is down after a failed launch"),
+    ("DOWN", (), "ResumeTimeout reached", "node is down after a failed launch"),
+])
+def test_a_late_instance_of_a_node_slurm_is_giving_up_is_an_orphan_not_adopted(env, state, flags, reason, why):
+    """A launch that timed out can still make its instance later (a stalled GCP operation). If the
+    node is then down after that failure, or powering down, the instance is not adopted (nobody
+    would suspend it: a node kept DOWN is never powered down); after the grace it is terminated."""
+    env.slurm.set(node("a100-0", state, *flags, reason=reason, features=feats("a100-0")))
+    env.cloud.add(inst("i-late", "a100-0", age=GRACE - 1))
+    assert env.plan() == [], "young: a resume may still be racing the view"
+    env.cloud.listed.clear()
+    env.cloud.add(inst("i-late", "a100-0", age=GRACE + 1))
+    [orphan] = env.plan()
+    assert isinstance(orphan, Orphan) and orphan.instance_id == "i-late" and orphan.reason == why
+
+
+def test_an_instance_of_a_node_an_admin_set_down_is_still_adopted(env):
+    env.slurm.set(node("a100-0", "DOWN", reason="bad GPU, ticket 42", features=feats("a100-0")))
+    env.cloud.add(inst("i-0", "a100-0", age=GRACE + 1))
+    assert [type(a) for a in env.plan()] == [Adopt]
+
+
 def test_young_orphans_are_left_alone(env):
     env.row("a100-0", iid="i-0", age=GRACE - 1)
     env.cloud.add(inst("i-0", "a100-0", age=GRACE - 1), inst("i-1", "a100-1", age=GRACE),
