@@ -31,12 +31,13 @@ from .prices import book_for
 from .providers.base import Provider
 from .providers.registry import build
 from .slurm import SlurmBackend, default_backend
-from .state import StateDB, backup_path
+from .state import StateDB
+from .state_files import backup_path
 
 log = logging.getLogger("slurm_bridge.daemon")
 STATUS_FILE = "daemon-status.json"
 GC_FULL_EVERY_S = 3600
-BACKUP_INTERVAL_S = 3600     # the state DB is copied beside itself this often (state.BACKUP_SUFFIX)
+BACKUP_INTERVAL_S = 3600     # the state DB is copied beside itself this often (state_files.BACKUP_SUFFIX)
 
 
 class AlreadyRunning(BridgeError):
@@ -133,7 +134,7 @@ class Daemon:
             log.info(kv(event="released_after_restart", job=job_id))
 
     def backup_once(self) -> Path:
-        """A consistent copy of the state DB beside it, for when the DB itself breaks (state._recovery)."""
+        """A consistent copy of the state DB beside it, for when the DB itself breaks (state_files.recovery)."""
         dest = backup_path(self.db.path)
         self.db.backup(dest)
         return dest

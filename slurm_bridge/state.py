@@ -24,6 +24,7 @@ from slurm_bridge.errors import BridgeError
 
 from . import crashpoints
 from .schema import MIGRATIONS, SCHEMA_VERSION
+from .state_files import BROKEN_FILE_CODES, create_private, damage_found, recovery
 
 DB_NAME = "state.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -37,9 +38,6 @@ RECENT_REQUESTS = 2000
 # Substrings of event keys that suggest a secret; secrets never reach the DB.
 _SECRET_WORDS = ("munge", "secret", "password", "token")
 _SECRET_ALLOWED = frozenset({"client_token"})  # an idempotency key, not a credential
-
-_BROKEN_FILE_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
-
 
 class StateError(BridgeError):
     """The state DB cannot be used; the message names the file and what to do."""
@@ -106,24 +104,6 @@ def _now(now: float | None) -> float:
     return time.time() if now is None else float(now)
 
 
-def _create_private(path: Path) -> None:
-    """Create PATH as an empty 0600 file unless it exists (umask-proof)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, 0o600)
-        # root (an admin's `slurm-bridge status`) must not leave a DB that the programs, which run as
-        # SlurmUser, cannot write: the new file takes the state dir's owner. SQLite itself gives the
-        # -wal and -shm files the database file's owner when it runs as root.
-        parent = os.stat(path.parent)
-        if os.geteuid() == 0 and parent.st_uid != 0:
-            os.fchown(fd, parent.st_uid, parent.st_gid)
-    finally:
-        os.close(fd)
-
-
 def _secret_keys(data: Any, prefix: str = "") -> list[str]:
     found: list[str] = []
     if isinstance(data, dict):
@@ -149,38 +129,10 @@ def _instance(r: dict[str, Any]) -> InstanceRow:
     return InstanceRow(**{**r, "spot": bool(r["spot"]), "job_ids": job_ids})
 
 
-BACKUP_SUFFIX = ".backup"      # the daemon's hourly copy, beside the DB
-
-
-def backup_path(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + BACKUP_SUFFIX)
-
-
-def _recovery(path: Path) -> str:
-    """What an admin can do about a broken state DB: the daemon refuses to start on one."""
-    backup = backup_path(path)
-    rebuild = "or move it aside so slurm-bridge rebuilds it from provider tags (reconcile adopts every instance)"
-    if backup.exists():
-        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(backup.stat().st_mtime))
-        return (f"stop slurm-bridge, move it aside and copy the daemon's backup {backup} (of {when}) in its place; "
-                + rebuild)
-    return "restore it from a backup, " + rebuild
-
-
-def _damage(conn: sqlite3.Connection) -> str | None:
-    """The first problem PRAGMA quick_check finds, or None for a sound DB (reads every page once)."""
-    try:
-        rows = conn.execute("PRAGMA quick_check(5)").fetchall()
-    except sqlite3.DatabaseError as exc:
-        return str(exc)
-    found = [r[0] for r in rows if r[0] != "ok"]
-    return found[0].replace("\n", "; ")[:300] if found else None
-
-
 class StateDB:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        _create_private(self.path)
+        create_private(self.path)
         # isolation_level=None: the driver never opens transactions behind our
         # back; every write goes through _write().
         self._conn = sqlite3.connect(str(self.path), isolation_level=None)
@@ -193,8 +145,8 @@ class StateDB:
             self._migrate()
         except BaseException as exc:
             self._conn.close()
-            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in _BROKEN_FILE_CODES:
-                raise StateError(f"{self.path} is not a usable SQLite database ({exc}); {_recovery(self.path)}") from exc
+            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in BROKEN_FILE_CODES:
+                raise StateError(f"{self.path} is not a usable SQLite database ({exc}); {recovery(self.path)}") from exc
             raise
 
     @classmethod
@@ -252,24 +204,24 @@ class StateDB:
         dest = Path(dest)
         tmp = dest.with_name(dest.name + ".tmp")
         tmp.unlink(missing_ok=True)
-        _create_private(tmp)
+        create_private(tmp)
         target = sqlite3.connect(str(tmp))
         try:
             self._conn.backup(target)
-            damage = _damage(target)
+            damage = damage_found(target)
         finally:
             target.close()
         if damage:   # the last good backup is what an admin will need: never replace it with this
             tmp.unlink(missing_ok=True)
             raise StateError(f"{self.path} is damaged ({damage}); not copied over the backup {dest}; "
-                             + _recovery(self.path))
+                             + recovery(self.path))
         os.replace(tmp, dest)  # a crash mid-backup never leaves a half-written dest
 
     def check(self) -> None:
         """Refuse a DB whose pages are damaged: opening it reads only the header and the schema."""
-        damage = _damage(self._conn)
+        damage = damage_found(self._conn)
         if damage:
-            raise StateError(f"{self.path} is damaged ({damage}); {_recovery(self.path)}")
+            raise StateError(f"{self.path} is damaged ({damage}); {recovery(self.path)}")
 
     def _rows(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
         # fetchall: an unfinished cursor would pin a WAL read snapshot.
@@ -284,8 +236,8 @@ class StateDB:
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in _BROKEN_FILE_CODES:
-                raise StateError(f"{self.path} is damaged ({exc}); {_recovery(self.path)}") from exc
+            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in BROKEN_FILE_CODES:
+                raise StateError(f"{self.path} is damaged ({exc}); {recovery(self.path)}") from exc
             raise
 
     def _one(self, sql: str, params: tuple | dict = ()) -> dict[str, Any] | None:

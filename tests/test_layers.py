@@ -33,6 +33,7 @@ LAYERS = {
     "slurm_bridge.providers": 1,
     "slurm_bridge.state": 1,
     "slurm_bridge.schema": 1,
+    "slurm_bridge.state_files": 1,
     "slurm_bridge.job_runs": 1,
     "slurm_bridge.lab": 1,
     "slurm_bridge.traces": 1,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_bridge import schema, state
+from slurm_bridge import schema, state, state_files
 from slurm_bridge.errors import BridgeError
 from slurm_bridge.state import StateDB, StateError
 
@@ -149,8 +149,8 @@ def test_a_damaged_page_is_a_clear_error_not_a_raw_sqlite_one(tmp_path: Path):
 def test_a_damaged_db_never_replaces_the_last_good_backup(tmp_path: Path):
     with StateDB.open(tmp_path) as db:
         db.event("before", job_id=1)
-        db.backup(state.backup_path(db.path))
-    backup = state.backup_path(tmp_path / "state.db")
+        db.backup(state_files.backup_path(db.path))
+    backup = state_files.backup_path(tmp_path / "state.db")
     good = backup.read_bytes()
     damage_a_table_page(tmp_path)
     with StateDB.open(tmp_path) as db:
@@ -165,14 +165,14 @@ def test_a_corrupt_db_names_the_daemons_backup_which_opens_with_the_rows(tmp_pat
         row = db.begin_launch(node="a-0", pool="a", provider="aws", region="eu-west-1", zone=None,
                               instance_type="t", price_per_hour=1.0, spot=False, job_ids=[7], request_id=None,
                               client_token="tok-1", account=None)
-        db.backup(state.backup_path(db.path))
+        db.backup(state_files.backup_path(db.path))
     path = tmp_path / "state.db"
     for suffix in ("-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
     path.write_bytes(b"\x00" * 4096)
     with pytest.raises(StateError) as err:
         StateDB.open(tmp_path)
-    backup = state.backup_path(path)
+    backup = state_files.backup_path(path)
     assert f"copy the daemon's backup {backup}" in str(err.value)
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     path.unlink()
