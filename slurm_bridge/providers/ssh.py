@@ -264,10 +264,6 @@ class SshProvider:
         self.cluster = cluster
         self.bootstrap = bootstrap    # None: no step between health and start (see Bootstrap)
 
-    async def _survey(self, connector: Connector, pairs: Sequence[tuple[SshGroup, SshHost]],
-                      cluster: str) -> list[HostView]:
-        return await survey(connector, [h for _, h in pairs], cluster)
-
     # -- launch ----------------------------------------------------------------------------------
 
     def launch(self, request: LaunchRequest) -> LaunchResult:
@@ -289,7 +285,7 @@ class SshProvider:
 
     async def _launch(self, group: SshGroup, cluster: str, nodes: list[NodeSpec]) -> LaunchResult:
         connector = Connector(self.config, load_credentials(self.config))
-        views = await self._survey(connector, [(group, h) for h in group.hosts], cluster)
+        views = await survey(connector, group.hosts, cluster)
         launched: list[Instance] = []
         held = {v.state.get("token"): v for v in views if v.state is not None}
         todo: list[tuple[NodeSpec, str]] = []
@@ -392,7 +388,7 @@ class SshProvider:
     async def _list(self, cluster: str) -> list[Instance]:
         connector = Connector(self.config, load_credentials(self.config))
         pairs = [(g, h) for g in self.config.groups for h in g.hosts]
-        views = await self._survey(connector, pairs, cluster)
+        views = await survey(connector, [h for _, h in pairs], cluster)
         out = []
         for (group, host), view in zip(pairs, views, strict=True):
             if view.state is not None:
@@ -410,7 +406,7 @@ class SshProvider:
 
     async def _describe(self, targets: list[_Target]) -> list[Instance]:
         connector = Connector(self.config, load_credentials(self.config))
-        views = await self._survey(connector, [(t.group, t.host) for t in targets], self.cluster)
+        views = await survey(connector, [t.host for t in targets], self.cluster)
         out = []
         for t, view in zip(targets, views, strict=True):
             if view.state is not None and _names(t.lives, view.state):
