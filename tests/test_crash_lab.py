@@ -87,8 +87,10 @@ def test_kills_inside_real_resumes_lose_no_job_and_leak_no_instance(lab, slurm, 
 
     jobs = []
     for name in POINTS:
-        # One at a time, so each resume is a call of its own and meets the next unused point.
-        jobs.append(sbatch(lab, "-p", "burst-a100-eu", "--exclusive", "--gres=gpu:a100:4", "--wrap", "hostname"))
+        # One at a time, so each resume is a call of its own and meets the next unused point. Each job
+        # holds its node a while: a node left idle by a finished one would take the next job without a
+        # resume, and that job's kill would never come (seen in CI under load).
+        jobs.append(sbatch(lab, "-p", "burst-a100-eu", "--exclusive", "--gres=gpu:a100:4", "--wrap", "sleep 20"))
         wait_until(f"a process killed at {name!r}", lambda: marker(once, name).exists(), timeout=60, lab=lab)
         look()
 
